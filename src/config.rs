@@ -1,0 +1,301 @@
+//! Settings: `config/base.toml` (compiled in), then `config/{APP_ENVIRONMENT}.toml`,
+//! then `APP_*` environment variables (`APP_WORKER__CONCURRENCY=4`), then the names
+//! Seam users expect (`DATABASE_URL`, `SEAM_API_KEY`, …), which win.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::signature::WebhookSecrets;
+
+const BASE: &str = include_str!("../config/base.toml");
+
+/// Environment variables Seam users expect, and the setting each one sets.
+const SEAM_ENV_NAMES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("SEAM_API_KEY", "seam.api_key"),
+    ("SEAM_WEBHOOK_SECRET", "webhook.secret"),
+    ("SEAM_API_URL", "seam.api_url"),
+    ("LISTEN_ADDR", "server.listen_addr"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub store_pins: bool,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub webhook: WebhookSettings,
+    pub seam: SeamSettings,
+    pub worker: WorkerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    All,
+    Server,
+    Worker,
+}
+
+impl RunMode {
+    pub fn runs_endpoint(self) -> bool {
+        matches!(self, RunMode::All | RunMode::Server)
+    }
+    pub fn runs_worker(self) -> bool {
+        matches!(self, RunMode::All | RunMode::Worker)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub listen_addr: String,
+    pub run_mode: RunMode,
+    pub max_body_bytes: usize,
+    pub body_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub retry_after_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub create_if_missing: bool,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub secret: SecretString,
+    pub tolerance_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeamSettings {
+    pub api_url: String,
+    pub api_key: SecretString,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub max_requests_per_second: u32,
+    pub poll_interval_ms: u64,
+    pub lease_seconds: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub max_attempts: i32,
+    pub auth_failure_retry_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+impl Settings {
+    /// Loads settings from the compiled-in base, the environment's file and the
+    /// process environment.
+    pub fn load() -> anyhow::Result<Settings> {
+        let environment = std::env::var("APP_ENVIRONMENT").unwrap_or_else(|_| "local".into());
+        if !environment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("APP_ENVIRONMENT must be a plain name like `local` or `production`");
+        }
+        let dir = PathBuf::from(std::env::var("APP_CONFIG_DIR").unwrap_or_else(|_| "config".into()));
+        let file = dir.join(format!("{environment}.toml"));
+        if environment != "local" && !file.exists() {
+            bail!("APP_ENVIRONMENT={environment} but {} does not exist", file.display());
+        }
+        Self::from_figment(
+            Figment::from(Toml::string(BASE))
+                .merge(Toml::file(file))
+                .merge(Env::prefixed("APP_").split("__").ignore(&["environment", "config_dir"]))
+                .merge(seam_env()),
+        )
+    }
+
+    /// The compiled-in defaults with `overrides` (TOML) on top: for tests and tools.
+    pub fn from_toml(overrides: &str) -> anyhow::Result<Settings> {
+        Self::from_figment(Figment::from(Toml::string(BASE)).merge(Toml::string(overrides)))
+    }
+
+    fn from_figment(figment: Figment) -> anyhow::Result<Settings> {
+        let settings: Settings = figment.extract().map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.database.connect_options()?;
+        if self.worker.concurrency == 0 {
+            bail!("worker.concurrency must be at least 1");
+        }
+        if self.worker.backoff_base_ms == 0 || self.worker.backoff_max_ms < self.worker.backoff_base_ms {
+            bail!("worker backoff bounds must satisfy 0 < backoff_base_ms <= backoff_max_ms");
+        }
+        if self.worker.lease_seconds * 1000 <= self.seam.timeout_ms {
+            bail!("worker.lease_seconds must be longer than seam.timeout_ms, or a slow fetch loses its claim");
+        }
+        Ok(())
+    }
+
+    /// Fail closed: the secrets the chosen run mode needs must be present and well
+    /// formed. `serve` calls this; `migrate` needs no secrets.
+    pub fn check_secrets(&self) -> anyhow::Result<()> {
+        if self.server.run_mode.runs_endpoint() {
+            self.webhook_secrets()?;
+        }
+        if self.server.run_mode.runs_worker() {
+            let key = self.seam.api_key.expose_secret();
+            if key.is_empty() {
+                bail!("SEAM_API_KEY is not set (the worker needs it; run_mode = \"server\" runs without it)");
+            }
+            if !key.starts_with("seam_") {
+                bail!("SEAM_API_KEY is malformed: a Seam API key starts with `seam_`");
+            }
+            reqwest::Url::parse(&self.seam.api_url).context("SEAM_API_URL is not a URL")?;
+        }
+        Ok(())
+    }
+
+    pub fn webhook_secrets(&self) -> anyhow::Result<WebhookSecrets> {
+        WebhookSecrets::parse(self.webhook.secret.expose_secret())
+            .map_err(|e| anyhow::anyhow!("SEAM_WEBHOOK_SECRET is {e}"))
+    }
+}
+
+/// `DATABASE_URL` and friends, mapped onto their settings.
+fn seam_env() -> Env {
+    Env::raw()
+        .only(&SEAM_ENV_NAMES.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+        .map(|key| {
+            SEAM_ENV_NAMES
+                .iter()
+                .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, path)| (*path).into())
+                .unwrap_or_else(|| key.into())
+        })
+        .split(".")
+}
+
+impl DatabaseSettings {
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        let url = self.url.expose_secret();
+        let unusable = || anyhow::anyhow!("DATABASE_URL is not a usable postgres:// URL");
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(unusable());
+        }
+        PgConnectOptions::from_str(url).map_err(|_| unusable())
+    }
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+impl ServerSettings {
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl SeamSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl WorkerSettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+        [webhook]
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        [seam]
+        api_key = "seam_test_key"
+    "#;
+
+    fn checked(toml: &str) -> anyhow::Result<Settings> {
+        let settings = Settings::from_toml(toml)?;
+        settings.check_secrets()?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn base_with_secrets_is_valid() {
+        let settings = checked(VALID).unwrap();
+        assert_eq!(settings.worker.concurrency, 8);
+        assert_eq!(settings.server.max_body_bytes, 256 * 1024);
+        assert_eq!(settings.webhook.tolerance_seconds, 300);
+    }
+
+    #[test]
+    fn a_missing_webhook_secret_refuses_to_start() {
+        let err = checked("[seam]\napi_key = \"seam_x\"").unwrap_err();
+        assert!(err.to_string().contains("SEAM_WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_webhook_secret_refuses_to_start() {
+        let err = checked("[webhook]\nsecret = \"whsec_not base64!\"\n[seam]\napi_key = \"seam_x\"").unwrap_err();
+        assert!(err.to_string().contains("SEAM_WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_worker_refuses_to_start_without_an_api_key() {
+        let err = checked("[webhook]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"").unwrap_err();
+        assert!(err.to_string().contains("SEAM_API_KEY"), "{err}");
+        let settings =
+            checked("[server]\nrun_mode = \"server\"\n[webhook]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"");
+        assert!(settings.is_ok(), "the endpoint alone needs no API key");
+    }
+
+    #[test]
+    fn an_unusable_database_url_refuses_to_start() {
+        let err = Settings::from_toml(&format!("{VALID}\n[database]\nurl = \"mysql://nope\"")).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let settings = Settings::from_toml(VALID).unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        assert!(!debug.contains("seam_test_key"));
+    }
+}

@@ -1,0 +1,49 @@
+//! The connection pool and the schema.
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+use crate::config::DatabaseSettings;
+
+/// The migrations in `migrations/`, compiled in.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Creates the database if asked to and it does not exist, then opens the pool.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    if settings.create_if_missing {
+        let url = settings.url.expose_secret();
+        let exists = Postgres::database_exists(url).await.context("cannot reach the database server")?;
+        if !exists {
+            Postgres::create_database(url).await.context("cannot create the database")?;
+            tracing::info!("created the database");
+        }
+    }
+    pool_options(settings).connect_with(settings.connect_options()?).await.context("cannot connect to the database")
+}
+
+pub fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(settings.max_connections).acquire_timeout(settings.acquire_timeout())
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("cannot apply migrations")
+}
+
+/// How many of the compiled-in migrations the database has not applied.
+pub async fn pending_migrations(pool: &PgPool) -> sqlx::Result<usize> {
+    let applied: Vec<(i64,)> =
+        match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await {
+            Ok(rows) => rows,
+            // No migrations table yet: none applied.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
+        .count())
+}

@@ -1,0 +1,238 @@
+//! A Seam event as webhooks (and `/events/list`) carry it: one flat JSON object.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Longest id we accept in an event; Seam ids are uuids (36 characters).
+const MAX_ID_BYTES: usize = 255;
+
+/// What replaces a PIN in anything stored, unless the user opted in to keeping PINs.
+pub const REDACTED: &str = "[redacted]";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeamEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub access_code_id: Option<String>,
+    pub device_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The whole event as received, PIN redacted unless the user opted in.
+    pub payload: Value,
+}
+
+/// Which Seam endpoint serves a code: unmanaged codes have their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeEndpoint {
+    Managed,
+    Unmanaged,
+}
+
+impl CodeEndpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeEndpoint::Managed => "managed",
+            CodeEndpoint::Unmanaged => "unmanaged",
+        }
+    }
+    pub fn parse(text: &str) -> CodeEndpoint {
+        if text == "unmanaged" { CodeEndpoint::Unmanaged } else { CodeEndpoint::Managed }
+    }
+}
+
+/// What the service does with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// An `access_code.*` event: fetch the code again.
+    Refetch { access_code_id: String, endpoint: CodeEndpoint },
+    /// Any other family (`device.*`, `lock.*`, …): stored and acknowledged only.
+    Ignore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("body is not JSON")]
+    NotJson,
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is missing or not a non-empty string")]
+    MissingField(&'static str),
+    #[error("`{0}` is longer than {MAX_ID_BYTES} bytes")]
+    FieldTooLong(&'static str),
+}
+
+/// The fields we read; everything else stays in the raw payload.
+#[derive(Deserialize)]
+struct Fields {
+    event_id: Option<Value>,
+    event_type: Option<Value>,
+    access_code_id: Option<Value>,
+    device_id: Option<Value>,
+    workspace_id: Option<Value>,
+    occurred_at: Option<Value>,
+}
+
+impl SeamEvent {
+    /// Parses a verified body. Unknown fields are kept in `payload`, never rejected.
+    pub fn parse(body: &[u8], store_pins: bool) -> Result<SeamEvent, EventError> {
+        let mut payload: Value = serde_json::from_slice(body).map_err(|_| EventError::NotJson)?;
+        if !payload.is_object() {
+            return Err(EventError::NotAnObject);
+        }
+        let fields: Fields = serde_json::from_value(payload.clone()).map_err(|_| EventError::NotAnObject)?;
+        let event_id = required_id(fields.event_id, "event_id")?;
+        let event_type = required_id(fields.event_type, "event_type")?;
+        let access_code_id = optional_id(fields.access_code_id, "access_code_id")?;
+        if event_type.starts_with("access_code.") && access_code_id.is_none() {
+            return Err(EventError::MissingField("access_code_id"));
+        }
+        if !store_pins {
+            redact_pin(&mut payload);
+        }
+        Ok(SeamEvent {
+            event_id,
+            event_type,
+            access_code_id,
+            device_id: optional_id(fields.device_id, "device_id")?,
+            workspace_id: optional_id(fields.workspace_id, "workspace_id")?,
+            occurred_at: fields.occurred_at.as_ref().and_then(Value::as_str).and_then(parse_time),
+            payload,
+        })
+    }
+
+    /// Every `access_code.*` event, including types Seam adds later, asks for a
+    /// re-fetch; `access_code.unmanaged.*` ones (but the conversion to managed)
+    /// are served by the unmanaged endpoint.
+    pub fn action(&self) -> EventAction {
+        match (&self.access_code_id, self.event_type.strip_prefix("access_code.")) {
+            (Some(access_code_id), Some(rest)) => {
+                let endpoint = if rest.starts_with("unmanaged.") && rest != "unmanaged.converted_to_managed" {
+                    CodeEndpoint::Unmanaged
+                } else {
+                    CodeEndpoint::Managed
+                };
+                EventAction::Refetch { access_code_id: access_code_id.clone(), endpoint }
+            }
+            _ => EventAction::Ignore,
+        }
+    }
+}
+
+/// Replaces the PIN (`code`) at the top of an event or access-code object.
+pub fn redact_pin(object: &mut Value) {
+    if let Some(code) = object.get_mut("code")
+        && !code.is_null()
+    {
+        *code = Value::String(REDACTED.into());
+    }
+}
+
+/// Seam's ISO-8601 date-times; anything unreadable is treated as absent.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn required_id(value: Option<Value>, name: &'static str) -> Result<String, EventError> {
+    optional_id(value, name)?.ok_or(EventError::MissingField(name))
+}
+
+fn optional_id(value: Option<Value>, name: &'static str) -> Result<Option<String>, EventError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err(EventError::MissingField(name)),
+        Some(Value::String(s)) if s.len() > MAX_ID_BYTES => Err(EventError::FieldTooLong(name)),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(EventError::MissingField(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(extra: Value) -> Vec<u8> {
+        let mut base = json!({
+            "event_id": "7b6c2a4e-0000-4000-8000-000000000001",
+            "event_type": "access_code.set_on_device",
+            "access_code_id": "ac_1",
+            "device_id": "dev_1",
+            "workspace_id": "ws_1",
+            "occurred_at": "2026-11-25T10:00:00.000Z",
+            "code": "1234",
+            "some_future_field": {"nested": true}
+        });
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::to_vec(&base).unwrap()
+    }
+
+    #[test]
+    fn parses_a_set_on_device_event_and_redacts_its_pin() {
+        let parsed = SeamEvent::parse(&event(json!({})), false).unwrap();
+        assert_eq!(parsed.access_code_id.as_deref(), Some("ac_1"));
+        assert_eq!(parsed.payload["code"], REDACTED);
+        assert_eq!(parsed.payload["some_future_field"]["nested"], true);
+        assert_eq!(parsed.occurred_at.unwrap().to_rfc3339(), "2026-11-25T10:00:00+00:00");
+        assert_eq!(
+            parsed.action(),
+            EventAction::Refetch { access_code_id: "ac_1".into(), endpoint: CodeEndpoint::Managed }
+        );
+    }
+
+    #[test]
+    fn keeps_the_pin_when_the_user_opted_in() {
+        let parsed = SeamEvent::parse(&event(json!({})), true).unwrap();
+        assert_eq!(parsed.payload["code"], "1234");
+    }
+
+    #[test]
+    fn unmanaged_events_use_the_unmanaged_endpoint_until_converted() {
+        for (event_type, endpoint) in [
+            ("access_code.unmanaged.created", CodeEndpoint::Unmanaged),
+            ("access_code.unmanaged.removed", CodeEndpoint::Unmanaged),
+            ("access_code.unmanaged.converted_to_managed", CodeEndpoint::Managed),
+            ("access_code.some_type_invented_next_year", CodeEndpoint::Managed),
+        ] {
+            let parsed = SeamEvent::parse(&event(json!({"event_type": event_type})), false).unwrap();
+            assert_eq!(
+                parsed.action(),
+                EventAction::Refetch { access_code_id: "ac_1".into(), endpoint },
+                "{event_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_families_are_ignored() {
+        let parsed = SeamEvent::parse(&event(json!({"event_type": "device.disconnected"})), false).unwrap();
+        assert_eq!(parsed.action(), EventAction::Ignore);
+        let body = br#"{"event_id":"e1","event_type":"lock.locked"}"#;
+        assert_eq!(SeamEvent::parse(body, false).unwrap().action(), EventAction::Ignore);
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_event() {
+        let cases: Vec<(Vec<u8>, EventError)> = vec![
+            (b"not json".to_vec(), EventError::NotJson),
+            (b"[1,2]".to_vec(), EventError::NotAnObject),
+            (
+                br#"{"event_type":"access_code.created","access_code_id":"a"}"#.to_vec(),
+                EventError::MissingField("event_id"),
+            ),
+            (br#"{"event_id":"e","access_code_id":"a"}"#.to_vec(), EventError::MissingField("event_type")),
+            (
+                br#"{"event_id":"e","event_type":"access_code.created"}"#.to_vec(),
+                EventError::MissingField("access_code_id"),
+            ),
+            (event(json!({"access_code_id": null})), EventError::MissingField("access_code_id")),
+            (event(json!({"access_code_id": 42})), EventError::MissingField("access_code_id")),
+            (event(json!({"access_code_id": ""})), EventError::MissingField("access_code_id")),
+            (event(json!({"access_code_id": "x".repeat(256)})), EventError::FieldTooLong("access_code_id")),
+            (event(json!({"event_id": ["e"]})), EventError::MissingField("event_id")),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(SeamEvent::parse(&body, false).unwrap_err(), expected, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! seam-access-sync: receives Seam `access_code.*` webhooks, re-fetches each code
+//! and mirrors its status, warnings and errors in Postgres.
+//!
+//! Data flows one way: request → [`signature`] → [`event`] → [`intake`] (persist +
+//! [`queue`]) → [`worker`] → [`seam`] (fetch) → [`mirror`] (store).
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod health;
+pub mod intake;
+pub mod mirror;
+pub mod queue;
+pub mod seam;
+pub mod signature;
+pub mod telemetry;
+pub mod webhook;
+pub mod worker;

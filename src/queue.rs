@@ -1,0 +1,264 @@
+//! The re-fetch queue in Postgres (`access_code_refetches`): one row per code,
+//! claimed under a lease, so any number of workers in any number of processes
+//! fetch each code at most once at a time and nothing is lost when one dies.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::event::CodeEndpoint;
+
+/// The channel an enqueue notifies, so idle workers wake at once.
+pub const REFETCH_CHANNEL: &str = "seam_access_sync_refetch";
+
+/// A request to fetch one code again, and the event that asked for it.
+#[derive(Debug, Clone)]
+pub struct RefetchRequest<'a> {
+    pub access_code_id: &'a str,
+    pub endpoint: CodeEndpoint,
+    pub device_id: Option<&'a str>,
+    pub workspace_id: Option<&'a str>,
+    pub event: Option<EventRef>,
+}
+
+/// The event behind a fetch, as recorded in the mirror and its history.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventRef {
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Adds a request to the code's pending re-fetch, creating it if there is none.
+/// Runs inside the caller's transaction; the NOTIFY is delivered at its commit.
+pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
+    let event = request.event.clone().unwrap_or_default();
+    sqlx::query(
+        r#"
+        WITH upserted AS (
+            INSERT INTO access_code_refetches AS r
+                (access_code_id, endpoint, device_id, workspace_id,
+                 last_event_id, last_event_type, last_event_occurred_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (access_code_id) DO UPDATE SET
+                requests = r.requests + 1,
+                -- The newest event decides the endpoint and the event the mirror names
+                -- (an event without occurred_at counts as the newest).
+                endpoint = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
+                                THEN r.endpoint ELSE EXCLUDED.endpoint END,
+                last_event_id = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
+                                THEN r.last_event_id ELSE EXCLUDED.last_event_id END,
+                last_event_type = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
+                                THEN r.last_event_type ELSE EXCLUDED.last_event_type END,
+                last_event_occurred_at = GREATEST(r.last_event_occurred_at, EXCLUDED.last_event_occurred_at),
+                device_id = COALESCE(EXCLUDED.device_id, r.device_id),
+                workspace_id = COALESCE(EXCLUDED.workspace_id, r.workspace_id),
+                -- A new request revives a dead letter.
+                attempts = CASE WHEN r.dead_lettered_at IS NULL THEN r.attempts ELSE 0 END,
+                next_attempt_at = CASE WHEN r.dead_lettered_at IS NULL THEN r.next_attempt_at ELSE now() END,
+                first_requested_at = CASE WHEN r.dead_lettered_at IS NULL THEN r.first_requested_at ELSE now() END,
+                dead_lettered_at = NULL,
+                updated_at = now()
+            RETURNING 1
+        )
+        SELECT pg_notify($8, '') FROM upserted
+        "#,
+    )
+    .bind(request.access_code_id)
+    .bind(request.endpoint.as_str())
+    .bind(request.device_id)
+    .bind(request.workspace_id)
+    .bind(event.event_id)
+    .bind(event.event_type)
+    .bind(event.occurred_at)
+    .bind(REFETCH_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A re-fetch this worker holds until `claimed_until`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claim {
+    pub access_code_id: String,
+    #[sqlx(try_from = "String")]
+    pub endpoint: EndpointColumn,
+    pub device_id: Option<String>,
+    pub workspace_id: Option<String>,
+    /// The requests this fetch serves; more may arrive while it runs.
+    pub requests: i64,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    pub claim_token: Uuid,
+    /// The database's clock when the claim was taken: the fetch that follows sees
+    /// Seam's state at this time or later.
+    pub claimed_at: DateTime<Utc>,
+    pub first_requested_at: DateTime<Utc>,
+    pub last_event_id: Option<String>,
+    pub last_event_type: Option<String>,
+    pub last_event_occurred_at: Option<DateTime<Utc>>,
+}
+
+/// `endpoint` as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointColumn(pub CodeEndpoint);
+
+impl TryFrom<String> for EndpointColumn {
+    type Error = std::convert::Infallible;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Ok(EndpointColumn(CodeEndpoint::parse(&text)))
+    }
+}
+
+impl Claim {
+    pub fn endpoint(&self) -> CodeEndpoint {
+        self.endpoint.0
+    }
+    pub fn event(&self) -> EventRef {
+        EventRef {
+            event_id: self.last_event_id.clone(),
+            event_type: self.last_event_type.clone(),
+            occurred_at: self.last_event_occurred_at,
+        }
+    }
+}
+
+/// Claims the re-fetch that has been due longest, if any, for `lease`. An expired
+/// lease (a worker that died mid-fetch) is claimable again.
+pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<Claim>> {
+    sqlx::query_as::<_, Claim>(
+        r#"
+        UPDATE access_code_refetches r SET
+            claim_token = gen_random_uuid(),
+            claimed_until = now() + make_interval(secs => $1),
+            attempts = r.attempts + 1,
+            updated_at = now()
+        FROM (
+            SELECT access_code_id FROM access_code_refetches
+            WHERE dead_lettered_at IS NULL
+              AND next_attempt_at <= now()
+              AND (claimed_until IS NULL OR claimed_until < now())
+            ORDER BY next_attempt_at
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) due
+        WHERE r.access_code_id = due.access_code_id
+        RETURNING r.access_code_id, r.endpoint, r.device_id, r.workspace_id, r.requests,
+                  r.attempts, r.claim_token, now() AS claimed_at, r.first_requested_at,
+                  r.last_event_id, r.last_event_type, r.last_event_occurred_at
+        "#,
+    )
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether the claim is still ours; locks the queue row until the transaction ends.
+pub async fn lock_claim(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<bool> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT requests FROM access_code_refetches
+         WHERE access_code_id = $1 AND claim_token = $2 FOR UPDATE",
+    )
+    .bind(&claim.access_code_id)
+    .bind(claim.claim_token)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// What became of a completed fetch's queue row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// No request arrived during the fetch: the row is gone.
+    Done,
+    /// Requests arrived during the fetch: the row is due again at once.
+    RequestedAgain,
+}
+
+/// Ends a successful fetch inside the caller's transaction (after `lock_claim`).
+pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Completion> {
+    let deleted = sqlx::query("DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2")
+        .bind(&claim.access_code_id)
+        .bind(claim.requests)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if deleted == 1 {
+        return Ok(Completion::Done);
+    }
+    sqlx::query(
+        r#"
+        WITH rearmed AS (
+            UPDATE access_code_refetches SET
+                claim_token = NULL, claimed_until = NULL, attempts = 0, last_error = NULL,
+                next_attempt_at = now(), first_requested_at = updated_at, updated_at = now()
+            WHERE access_code_id = $1
+            RETURNING 1
+        )
+        SELECT pg_notify($2, '') FROM rearmed
+        "#,
+    )
+    .bind(&claim.access_code_id)
+    .bind(REFETCH_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(Completion::RequestedAgain)
+}
+
+/// What to do with a fetch that did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Try again after `delay`; `counts` is false for failures that are not the
+    /// code's fault (a rejected API key), which never dead-letter it.
+    Retry { delay: Duration, counts: bool },
+    /// Give up: an operator must look and redrive.
+    DeadLetter,
+}
+
+/// Records a failed attempt: back off, or dead-letter. Returns false if the claim
+/// had already been lost to another worker.
+pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) -> sqlx::Result<bool> {
+    let (delay_seconds, uncount, dead) = match failure {
+        Failure::Retry { delay, counts } => (delay.as_secs_f64(), i32::from(!counts), false),
+        Failure::DeadLetter => (0.0, 0, true),
+    };
+    let updated = sqlx::query(
+        r#"
+        UPDATE access_code_refetches SET
+            claim_token = NULL, claimed_until = NULL,
+            attempts = attempts - $3,
+            next_attempt_at = now() + make_interval(secs => $4),
+            dead_lettered_at = CASE WHEN $5 THEN now() END,
+            last_error = $6,
+            updated_at = now()
+        WHERE access_code_id = $1 AND claim_token = $2
+        "#,
+    )
+    .bind(&claim.access_code_id)
+    .bind(claim.claim_token)
+    .bind(uncount)
+    .bind(delay_seconds)
+    .bind(dead)
+    .bind(error)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Gives a claim back untouched (graceful shutdown): due again at once, attempt
+/// not counted.
+pub async fn release(pool: &PgPool, claim: &Claim) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE access_code_refetches SET claim_token = NULL, claimed_until = NULL,
+             attempts = attempts - 1, updated_at = now()
+         WHERE access_code_id = $1 AND claim_token = $2",
+    )
+    .bind(&claim.access_code_id)
+    .bind(claim.claim_token)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

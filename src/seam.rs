@@ -1,0 +1,255 @@
+//! The Seam API client: fetches one access code and classifies the answer.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::SeamSettings;
+use crate::event::CodeEndpoint;
+
+/// Longest error body kept from a Seam answer.
+const MAX_KEPT_BODY: usize = 2048;
+
+#[derive(Clone)]
+pub struct SeamClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: SecretString,
+}
+
+/// The fields of an access code the mirror queries; every other field stays in `raw`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AccessCode {
+    pub access_code_id: String,
+    pub device_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    #[serde(default)]
+    pub is_managed: Option<bool>,
+    /// Kept as raw JSON: Seam adds warning and error codes often.
+    #[serde(default, deserialize_with = "list_or_null")]
+    pub warnings: Vec<Value>,
+    #[serde(default, deserialize_with = "list_or_null")]
+    pub errors: Vec<Value>,
+}
+
+fn list_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    Ok(Option::<Vec<Value>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A fetched code: the fields we use and the whole object as Seam sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedCode {
+    pub code: AccessCode,
+    pub raw: Value,
+}
+
+/// Every way a fetch can end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FetchOutcome {
+    /// 200: apply it.
+    Found(Box<FetchedCode>),
+    /// 404: the code no longer exists (removed, expired, deleted). An ending.
+    Gone,
+    /// 429, 5xx, timeouts, connection errors, unreadable 200s: try again later.
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// 401/403: the API key is wrong. Keep the work; an operator must fix the key.
+    KeyRejected { status: u16, message: String },
+    /// Any other 4xx: retrying will not help.
+    Rejected { status: u16, body: String },
+}
+
+impl FetchOutcome {
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FetchOutcome::Found(_) => "found",
+            FetchOutcome::Gone => "gone",
+            FetchOutcome::Transient { .. } => "transient",
+            FetchOutcome::KeyRejected { .. } => "key_rejected",
+            FetchOutcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct GetResponse {
+    access_code: Value,
+}
+
+impl SeamClient {
+    pub fn new(settings: &SeamSettings) -> anyhow::Result<SeamClient> {
+        // reqwest is built without a bundled crypto provider; use ring, like sqlx.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout())
+            .timeout(settings.timeout())
+            .user_agent(concat!("seam-access-sync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(SeamClient {
+            http,
+            base_url: settings.api_url.trim_end_matches('/').to_owned(),
+            api_key: settings.api_key.clone(),
+        })
+    }
+
+    /// `GET /access_codes/get` (or `/access_codes/unmanaged/get`) for one code.
+    pub async fn get_access_code(&self, access_code_id: &str, endpoint: CodeEndpoint) -> FetchOutcome {
+        let path = match endpoint {
+            CodeEndpoint::Managed => "/access_codes/get",
+            CodeEndpoint::Unmanaged => "/access_codes/unmanaged/get",
+        };
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .query(&[("access_code_id", access_code_id)])
+            .header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after: None },
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after },
+        };
+        classify(status, &body, retry_after, access_code_id)
+    }
+}
+
+fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>, access_code_id: &str) -> FetchOutcome {
+    match status.as_u16() {
+        200 => parse_found(body, access_code_id)
+            .unwrap_or_else(|reason| FetchOutcome::Transient { reason, retry_after: None }),
+        404 => FetchOutcome::Gone,
+        401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: error_message(body) },
+        408 | 429 => FetchOutcome::Transient { reason: format!("HTTP {status}"), retry_after },
+        400..=499 => FetchOutcome::Rejected { status: status.as_u16(), body: kept_body(body) },
+        _ => FetchOutcome::Transient { reason: format!("HTTP {status}: {}", error_message(body)), retry_after },
+    }
+}
+
+fn parse_found(body: &[u8], access_code_id: &str) -> Result<FetchOutcome, String> {
+    let response: GetResponse = serde_json::from_slice(body).map_err(|e| format!("unreadable 200 answer: {e}"))?;
+    let code: AccessCode = serde_json::from_value(response.access_code.clone())
+        .map_err(|e| format!("unreadable access_code in 200 answer: {e}"))?;
+    if code.access_code_id != access_code_id {
+        return Err(format!("answer is for another access code ({})", code.access_code_id));
+    }
+    Ok(FetchOutcome::Found(Box::new(FetchedCode { code, raw: response.access_code })))
+}
+
+/// Seam's `{"error": {"type", "message"}}`, or the start of whatever came instead.
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            let error = v.get("error")?;
+            let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+            Some(format!("{kind}: {message}"))
+        })
+        .unwrap_or_else(|| kept_body(body))
+}
+
+fn kept_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(MAX_KEPT_BODY) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+fn describe_transport_error(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    // Without the URL: the kind and cause are what an operator needs.
+    format!("{kind}: {}", e.without_url())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_with_only_ids_and_status_parses() {
+        let body = br#"{"access_code":{"access_code_id":"ac1","device_id":"d1","status":"setting"},"ok":true}"#;
+        let FetchOutcome::Found(found) = classify(StatusCode::OK, body, None, "ac1") else { panic!() };
+        assert_eq!(found.code.status, "setting");
+        assert!(found.code.warnings.is_empty() && found.code.errors.is_empty());
+    }
+
+    #[test]
+    fn unknown_warning_codes_and_null_lists_are_kept() {
+        let body = br#"{"access_code":{"access_code_id":"ac1","device_id":"d1","status":"set",
+            "warnings":[{"warning_code":"brand_new_warning_2027","message":"m","extra":{"a":1}}],
+            "errors":null,"some_new_field":true},"ok":true}"#;
+        let FetchOutcome::Found(found) = classify(StatusCode::OK, body, None, "ac1") else { panic!() };
+        assert_eq!(found.code.warnings[0]["warning_code"], "brand_new_warning_2027");
+        assert_eq!(found.raw["some_new_field"], true);
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        let none = None;
+        assert_eq!(classify(StatusCode::NOT_FOUND, b"{}", none, "a"), FetchOutcome::Gone);
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, br#"{"error":{"type":"unauthorized","message":"Unauthorized"},"ok":false}"#, none, "a"),
+            FetchOutcome::KeyRejected { status: 401, message } if message == "unauthorized: Unauthorized"
+        ));
+        let wait = Some(Duration::from_secs(7));
+        assert!(
+            matches!(classify(StatusCode::TOO_MANY_REQUESTS, b"", wait, "a"), FetchOutcome::Transient { retry_after, .. } if retry_after == wait)
+        );
+        assert!(matches!(classify(StatusCode::BAD_GATEWAY, b"", none, "a"), FetchOutcome::Transient { .. }));
+        assert!(
+            matches!(classify(StatusCode::BAD_REQUEST, b"bad", none, "a"), FetchOutcome::Rejected { status: 400, body } if body == "bad")
+        );
+        assert!(matches!(classify(StatusCode::OK, b"{}", none, "a"), FetchOutcome::Transient { .. }));
+        let other = br#"{"access_code":{"access_code_id":"other","status":"set"}}"#;
+        assert!(matches!(classify(StatusCode::OK, other, none, "a"), FetchOutcome::Transient { .. }));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "12".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(12)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        headers.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
+        let parsed = retry_after(&headers).unwrap();
+        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120), "{parsed:?}");
+    }
+}

@@ -1,0 +1,220 @@
+//! Svix / Standard Webhooks signatures: `v1,base64(HMAC-SHA256(key, "{id}.{ts}.{body}"))`.
+//!
+//! Verification runs on the raw body bytes, before anything is parsed.
+
+use std::fmt;
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::{DecodePaddingMode, general_purpose};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Secrets are accepted with or without their `=` padding (the Python reference
+/// library does the same; a secret copied without its padding still works).
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Longest signature header we look at; Svix sends one entry per active secret.
+const MAX_SIGNATURE_HEADER_BYTES: usize = 4096;
+/// Longest message id we accept (Svix ids are about 30 characters).
+const MAX_MESSAGE_ID_BYTES: usize = 256;
+
+/// One or more webhook signing keys; any of them may have signed a delivery.
+#[derive(Clone)]
+pub struct WebhookSecrets(Vec<Vec<u8>>);
+
+impl fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookSecrets([{} redacted])", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("missing")]
+    Missing,
+    #[error("malformed: secret #{0} is not `whsec_` followed by base64")]
+    Malformed(usize),
+}
+
+impl WebhookSecrets {
+    /// No secret: verifies nothing (for a process that serves no webhooks).
+    pub fn none() -> WebhookSecrets {
+        WebhookSecrets(Vec::new())
+    }
+
+    /// Parses one or more `whsec_<base64>` secrets (prefix optional), separated by
+    /// spaces or commas.
+    pub fn parse(list: &str) -> Result<WebhookSecrets, SecretError> {
+        let keys = list
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .enumerate()
+            .map(|(i, secret)| decode_secret(secret).ok_or(SecretError::Malformed(i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(SecretError::Missing);
+        }
+        Ok(WebhookSecrets(keys))
+    }
+}
+
+fn decode_secret(secret: &str) -> Option<Vec<u8>> {
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    LENIENT_BASE64.decode(encoded).ok().filter(|key| !key.is_empty())
+}
+
+/// Where the sender said a delivery came from, once its signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedDelivery {
+    /// `svix-id` / `webhook-id`: the same on every retry of one message.
+    pub message_id: String,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("malformed {0} header")]
+    MalformedHeader(&'static str),
+    #[error("timestamp is older than the tolerance")]
+    TimestampTooOld,
+    #[error("timestamp is further in the future than the tolerance")]
+    TimestampInFuture,
+    #[error("no signature matches")]
+    NoMatchingSignature,
+}
+
+impl VerifyError {
+    /// A stable machine-readable name, used in responses and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            VerifyError::MissingHeader(_) => "missing_header",
+            VerifyError::MalformedHeader(_) => "malformed_header",
+            VerifyError::TimestampTooOld => "timestamp_too_old",
+            VerifyError::TimestampInFuture => "timestamp_in_future",
+            VerifyError::NoMatchingSignature => "invalid_signature",
+        }
+    }
+
+    /// Missing or unreadable headers are the sender's malformed request; a
+    /// well-formed request that fails authentication is unauthorized.
+    pub fn is_malformed(self) -> bool {
+        matches!(self, VerifyError::MissingHeader(_) | VerifyError::MalformedHeader(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    secrets: WebhookSecrets,
+    tolerance_seconds: i64,
+}
+
+impl Verifier {
+    pub fn new(secrets: WebhookSecrets, tolerance_seconds: u64) -> Verifier {
+        Verifier { secrets, tolerance_seconds: i64::try_from(tolerance_seconds).unwrap_or(i64::MAX) }
+    }
+
+    /// Checks headers and raw body against the secrets at the unix time `now`.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<VerifiedDelivery, VerifyError> {
+        let message_id = header(headers, "id")?;
+        let timestamp_text = header(headers, "timestamp")?;
+        let signatures = header(headers, "signature")?;
+        if message_id.is_empty() || message_id.len() > MAX_MESSAGE_ID_BYTES {
+            return Err(VerifyError::MalformedHeader("svix-id"));
+        }
+        if signatures.len() > MAX_SIGNATURE_HEADER_BYTES {
+            return Err(VerifyError::MalformedHeader("svix-signature"));
+        }
+        let timestamp = parse_timestamp(timestamp_text)?;
+        if now.saturating_sub(timestamp) > self.tolerance_seconds {
+            return Err(VerifyError::TimestampTooOld);
+        }
+        if timestamp.saturating_sub(now) > self.tolerance_seconds {
+            return Err(VerifyError::TimestampInFuture);
+        }
+
+        let candidates: Vec<Vec<u8>> = signatures
+            .split(' ')
+            .filter_map(|entry| entry.split_once(','))
+            .filter(|(version, _)| *version == "v1")
+            .filter_map(|(_, signature)| STANDARD.decode(signature).ok())
+            .collect();
+        let matched = self.secrets.0.iter().any(|key| {
+            let mac = signed_content_mac(key, message_id, timestamp_text, body);
+            // `verify_slice` compares in constant time and fails on a length mismatch,
+            // so `v1,` or a truncated signature never passes.
+            candidates.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok())
+        });
+        if !matched {
+            return Err(VerifyError::NoMatchingSignature);
+        }
+        Ok(VerifiedDelivery { message_id: message_id.to_owned(), timestamp })
+    }
+}
+
+/// Signs like Svix does: `v1,<base64 mac>`. Used by tests, the demo and the
+/// benchmarks; the service itself only verifies.
+pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &[u8]) -> Result<String, SecretError> {
+    let key = decode_secret(secret).ok_or(SecretError::Malformed(1))?;
+    let mac = signed_content_mac(&key, message_id, &timestamp.to_string(), body);
+    Ok(format!("v1,{}", general_purpose::STANDARD.encode(mac.finalize().into_bytes())))
+}
+
+fn signed_content_mac(key: &[u8], message_id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(message_id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// `svix-{name}` if present, else `webhook-{name}` (`HeaderMap` is case-insensitive).
+fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, VerifyError> {
+    let (svix, standard) = match name {
+        "id" => ("svix-id", "webhook-id"),
+        "timestamp" => ("svix-timestamp", "webhook-timestamp"),
+        _ => ("svix-signature", "webhook-signature"),
+    };
+    let value = headers.get(svix).or_else(|| headers.get(standard)).ok_or(VerifyError::MissingHeader(svix))?;
+    value.to_str().map_err(|_| VerifyError::MalformedHeader(svix))
+}
+
+/// Unix seconds: ASCII digits only (no sign, no fraction), at most 12 of them.
+fn parse_timestamp(text: &str) -> Result<i64, VerifyError> {
+    if text.is_empty() || text.len() > 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::MalformedHeader("svix-timestamp"));
+    }
+    text.parse().map_err(|_| VerifyError::MalformedHeader("svix-timestamp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_keys() {
+        let secrets = WebhookSecrets::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(format!("{secrets:?}"), "WebhookSecrets([1 redacted])");
+    }
+
+    #[test]
+    fn secrets_may_be_separated_by_commas_or_spaces() {
+        let list = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        assert_eq!(WebhookSecrets::parse(list).unwrap().0.len(), 2);
+        assert_eq!(WebhookSecrets::parse("  ,").unwrap_err(), SecretError::Missing);
+        assert_eq!(
+            WebhookSecrets::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw !!").unwrap_err(),
+            SecretError::Malformed(2)
+        );
+    }
+}

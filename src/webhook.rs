@@ -1,0 +1,119 @@
+//! `POST /webhooks/seam`: read the raw body → verify → parse → persist → 2xx.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{CONTENT_LENGTH, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::event::{EventError, SeamEvent};
+use crate::intake::{self, Stored};
+use crate::signature::VerifyError;
+
+/// Everything that can stop a delivery, each with its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("body did not arrive in time")]
+    BodyTimeout,
+    #[error("body could not be read")]
+    BodyUnreadable,
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    #[error("not a Seam event: {0}")]
+    NotAnEvent(#[from] EventError),
+    #[error("database unavailable")]
+    Database { source: sqlx::Error, retry_after_seconds: u32 },
+}
+
+impl WebhookError {
+    fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            WebhookError::BodyUnreadable | WebhookError::NotAnEvent(_) => StatusCode::BAD_REQUEST,
+            WebhookError::Signature(e) if e.is_malformed() => StatusCode::BAD_REQUEST,
+            WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::Database { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable name for the answer body and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookError::TooLarge(_) => "body_too_large",
+            WebhookError::BodyTimeout => "body_timeout",
+            WebhookError::BodyUnreadable => "body_unreadable",
+            WebhookError::Signature(e) => e.code(),
+            WebhookError::NotAnEvent(_) => "invalid_event",
+            WebhookError::Database { .. } => "database_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Never the body, never a secret: the reason and, for our own faults, the cause.
+        match &self {
+            WebhookError::Database { source, .. } => {
+                tracing::error!(error = %source, reason = self.code(), "webhook not stored; answering 503 so the sender retries")
+            }
+            _ => tracing::warn!(reason = self.code(), detail = %self, status = status.as_u16(), "webhook rejected"),
+        }
+        let mut response = (status, Json(json!({ "error": self.code(), "message": self.to_string() }))).into_response();
+        if let WebhookError::Database { retry_after_seconds, .. } = self {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        response
+    }
+}
+
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, WebhookError> {
+    let server = &state.settings.server;
+    let body = read_body(&headers, body, server.max_body_bytes, server.body_read_timeout()).await?;
+    let delivery = state.verifier.verify(&headers, &body, state.clock.now_unix())?;
+    let event = SeamEvent::parse(&body, state.settings.store_pins)?;
+    let stored = intake::store_event(&state.pool, Some(&delivery.message_id), &event)
+        .await
+        .map_err(|source| WebhookError::Database { source, retry_after_seconds: server.retry_after_seconds })?;
+    tracing::info!(
+        delivery_id = %delivery.message_id,
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        access_code_id = event.access_code_id.as_deref().unwrap_or(""),
+        outcome = stored.label(),
+        "webhook stored"
+    );
+    let status = match stored {
+        Stored::New => "accepted",
+        Stored::Duplicate => "duplicate",
+    };
+    Ok((StatusCode::OK, Json(json!({ "status": status, "event_id": event.event_id }))).into_response())
+}
+
+/// Reads at most `limit` bytes: a declared length over the limit is refused before
+/// reading, and a body that grows past it is cut off.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, WebhookError> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(WebhookError::TooLarge(limit));
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(WebhookError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(WebhookError::TooLarge(limit)),
+        Ok(Err(_)) => Err(WebhookError::BodyUnreadable),
+    }
+}

@@ -1,0 +1,250 @@
+//! The worker: claim a due re-fetch → fetch the code from Seam → store it in the
+//! mirror. `try_execute_task` does exactly one; `run` loops it on N tasks, woken by
+//! NOTIFY with polling as the fallback.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerSettings;
+use crate::health::SeamKeyStatus;
+use crate::mirror::{self, Applied, Observed};
+use crate::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
+use crate::seam::{FetchOutcome, SeamClient};
+
+#[derive(Clone)]
+pub struct Worker {
+    pool: PgPool,
+    seam: SeamClient,
+    settings: WorkerSettings,
+    store_pins: bool,
+    key_status: SeamKeyStatus,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+/// What one step of the worker did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// Nothing is due.
+    EmptyQueue,
+    /// One code was fetched; `result` says what became of it.
+    Executed { access_code_id: String, result: TaskResult },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskResult {
+    /// Stored in the mirror (or dropped as stale); the queue row is done or due again.
+    Stored { applied: Applied, completion: Completion },
+    /// Failed; retried after `delay`, or dead-lettered.
+    Failed(Failure),
+    /// Another worker took the claim over (this one outlived its lease).
+    ClaimLost,
+}
+
+impl Worker {
+    pub fn new(
+        pool: PgPool,
+        seam: SeamClient,
+        settings: WorkerSettings,
+        store_pins: bool,
+        key_status: SeamKeyStatus,
+    ) -> Worker {
+        let limiter = NonZeroU32::new(settings.max_requests_per_second)
+            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+        Worker { pool, seam, settings, store_pins, key_status, limiter }
+    }
+
+    /// Claims, fetches and stores one due re-fetch.
+    pub async fn try_execute_task(&self) -> anyhow::Result<TaskOutcome> {
+        let Some(claim) = queue::claim_next(&self.pool, self.settings.lease()).await? else {
+            return Ok(TaskOutcome::EmptyQueue);
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let outcome = self.seam.get_access_code(&claim.access_code_id, claim.endpoint()).await;
+        tracing::debug!(access_code_id = %claim.access_code_id, outcome = outcome.label(), attempt = claim.attempts, "fetched");
+        let result = match outcome {
+            FetchOutcome::Found(fetched) => {
+                self.key_status.accepted();
+                self.store(&claim, Observed::Found(&fetched)).await?
+            }
+            FetchOutcome::Gone => {
+                self.key_status.accepted();
+                self.store(&claim, Observed::Gone).await?
+            }
+            FetchOutcome::Transient { reason, retry_after } => {
+                let failure = if claim.attempts >= self.settings.max_attempts {
+                    Failure::DeadLetter
+                } else {
+                    Failure::Retry { delay: self.backoff(claim.attempts, retry_after), counts: true }
+                };
+                self.fail(&claim, failure, &reason).await?
+            }
+            FetchOutcome::KeyRejected { status, message } => {
+                tracing::error!(
+                    status,
+                    %message,
+                    "Seam rejected the API key (SEAM_API_KEY): re-fetches are kept and retried, but the mirror is not updating"
+                );
+                self.key_status.rejected(format!("HTTP {status}: {message}"));
+                let delay = Duration::from_secs(self.settings.auth_failure_retry_seconds);
+                self.fail(
+                    &claim,
+                    Failure::Retry { delay, counts: false },
+                    &format!("API key rejected: HTTP {status}: {message}"),
+                )
+                .await?
+            }
+            FetchOutcome::Rejected { status, body } => {
+                self.fail(&claim, Failure::DeadLetter, &format!("HTTP {status}: {body}")).await?
+            }
+        };
+        Ok(TaskOutcome::Executed { access_code_id: claim.access_code_id, result })
+    }
+
+    /// Runs `try_execute_task` until nothing is due; returns how many it executed.
+    /// Tests use it to drive the queue step by step.
+    pub async fn drain(&self) -> anyhow::Result<Vec<TaskOutcome>> {
+        let mut done = Vec::new();
+        loop {
+            match self.try_execute_task().await? {
+                TaskOutcome::EmptyQueue => return Ok(done),
+                executed => done.push(executed),
+            }
+        }
+    }
+
+    async fn store(&self, claim: &Claim, observed: Observed<'_>) -> anyhow::Result<TaskResult> {
+        let mut tx = self.pool.begin().await?;
+        if !queue::lock_claim(&mut tx, claim).await? {
+            tracing::warn!(access_code_id = %claim.access_code_id, "claim lost to another worker; result dropped");
+            return Ok(TaskResult::ClaimLost);
+        }
+        let applied = mirror::apply(&mut tx, claim, observed, self.store_pins).await?;
+        let completion = queue::complete(&mut tx, claim).await?;
+        tx.commit().await?;
+        if let Applied::Stored { change: Some(change), previous_status, status } = &applied {
+            tracing::info!(
+                access_code_id = %claim.access_code_id,
+                ?change,
+                previous_status = previous_status.as_deref().unwrap_or(""),
+                status = status.as_deref().unwrap_or(""),
+                "mirror updated"
+            );
+        }
+        Ok(TaskResult::Stored { applied, completion })
+    }
+
+    async fn fail(&self, claim: &Claim, failure: Failure, error: &str) -> anyhow::Result<TaskResult> {
+        if !queue::fail(&self.pool, claim, &failure, error).await? {
+            return Ok(TaskResult::ClaimLost);
+        }
+        match &failure {
+            Failure::DeadLetter => {
+                tracing::error!(access_code_id = %claim.access_code_id, attempts = claim.attempts, %error, "re-fetch dead-lettered")
+            }
+            Failure::Retry { delay, .. } => {
+                tracing::warn!(access_code_id = %claim.access_code_id, attempts = claim.attempts, %error, retry_in_ms = delay.as_millis() as u64, "re-fetch failed; will retry")
+            }
+        }
+        Ok(TaskResult::Failed(failure))
+    }
+
+    /// Exponential backoff with jitter (50–100 % of `base · 2^(attempt-1)`, capped);
+    /// a `Retry-After` from Seam is honoured within the same bounds.
+    fn backoff(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {
+        let base = Duration::from_millis(self.settings.backoff_base_ms);
+        let max = Duration::from_millis(self.settings.backoff_max_ms);
+        if let Some(wait) = retry_after {
+            return wait.clamp(base, max);
+        }
+        let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
+        let full = base.saturating_mul(1 << exponent).min(max);
+        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// Runs `concurrency` loops until `cancel` fires; each finishes its fetch in
+    /// flight before it stops.
+    pub async fn run(self, cancel: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen_for_work(self.pool.clone(), wake.clone(), cancel.clone()));
+        let mut loops = tokio::task::JoinSet::new();
+        for _ in 0..self.settings.concurrency {
+            loops.spawn(self.clone().work_loop(wake.clone(), cancel.clone()));
+        }
+        while loops.join_next().await.is_some() {}
+        listener.abort();
+        tracing::info!("worker stopped");
+    }
+
+    async fn work_loop(self, wake: Arc<Notify>, cancel: CancellationToken) {
+        let poll = self.settings.poll_interval();
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if cancel.is_cancelled() {
+                return;
+            }
+            let pause = match self.try_execute_task().await {
+                Ok(TaskOutcome::Executed { .. }) => continue,
+                Ok(TaskOutcome::EmptyQueue) => poll.mul_f64(rand::rng().random_range(0.8..=1.2)),
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "worker step failed; pausing");
+                    poll
+                }
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Turns NOTIFYs on the refetch channel into wake-ups; polling covers the gaps
+/// while the listener reconnects.
+async fn listen_for_work(pool: PgPool, wake: Arc<Notify>, cancel: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for work; polling until it can");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(REFETCH_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything enqueued while we were not listening is found now.
+        wake.notify_one();
+        loop {
+            tokio::select! {
+                received = listener.try_recv() => match received {
+                    Ok(Some(_)) => wake.notify_one(),
+                    // The connection dropped; notifications may have been lost.
+                    Ok(None) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
+                        break;
+                    }
+                },
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+}

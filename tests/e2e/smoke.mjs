@@ -1,0 +1,259 @@
+#!/usr/bin/env node
+// Smoke test of harness.mjs: spawns it, drives every control endpoint, checks the fake's
+// API sees the effects, then checks the harness exits on SIGTERM and on stdin close.
+// Usage: node tests/e2e/smoke.mjs   (exit code 0 only if every check passed)
+
+import { spawn } from 'node:child_process'
+import http from 'node:http'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+const HARNESS = fileURLToPath(new URL('./harness.mjs', import.meta.url))
+let passed = 0
+let failed = 0
+
+function check(name, condition, detail) {
+  if (condition) {
+    passed++
+    console.log(`ok   ${name}`)
+  } else {
+    failed++
+    console.log(`FAIL ${name}${detail === undefined ? '' : ` -- ${JSON.stringify(detail)}`}`)
+  }
+}
+
+function startHarness() {
+  const child = spawn(process.execPath, [HARNESS], { stdio: ['pipe', 'pipe', 'pipe'] })
+  child.stderr.on('data', (d) => process.stderr.write(`  [harness] ${d}`))
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const lines = createInterface({ input: child.stdout })
+  const extra = []
+  const ready = new Promise((resolve, reject) => {
+    lines.once('line', (line) => {
+      lines.on('line', (l) => extra.push(l)) // anything after the first line is a bug
+      resolve(JSON.parse(line))
+    })
+    child.once('exit', (code) => reject(new Error(`harness exited early (${code})`)))
+    setTimeout(() => reject(new Error('harness not ready after 30 s')), 30_000).unref()
+  })
+  return { child, ready, exited, extra }
+}
+
+const withTimeout = (promise, ms) =>
+  Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve('timeout'), ms))])
+
+async function call(base, method, path, { body, key } = {}) {
+  const headers = {}
+  if (body !== undefined) headers['content-type'] = 'application/json'
+  if (key) headers.authorization = `Bearer ${key}`
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  const text = await res.text()
+  let json = null
+  try {
+    json = JSON.parse(text)
+  } catch {}
+  return { status: res.status, json, text }
+}
+
+// A tiny webhook receiver that records what it got and answers `nextStatus`.
+async function startReceiver() {
+  const received = []
+  let nextStatus = 200
+  const server = http.createServer((req, res) => {
+    const chunks = []
+    req.on('data', (c) => chunks.push(c))
+    req.on('end', () => {
+      received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') })
+      res.writeHead(nextStatus, { 'content-type': 'text/plain' })
+      res.end(`got it ${nextStatus}`)
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}/webhooks/seam`,
+    received,
+    setStatus: (s) => (nextStatus = s),
+    close: () => server.close(),
+  }
+}
+
+async function main() {
+  const h = startHarness()
+  const info = await h.ready
+  const { seam_api_url: seam, control_url: ctl, device_ids: devices } = info
+  let key = info.api_key
+
+  check('ready line has every field', ['seam_api_url', 'api_key', 'device_ids', 'workspace_id', 'control_url', 'webhook_secret'].every((k) => info[k] != null), info)
+  check('urls are on 127.0.0.1', seam.startsWith('http://127.0.0.1:') && ctl.startsWith('http://127.0.0.1:'))
+  check('api key starts with seam_', key.startsWith('seam_'))
+  check('at least 3 devices', devices.length >= 3)
+  check('webhook secret is whsec_ + base64 of >= 24 bytes', /^whsec_[A-Za-z0-9+/]+=*$/.test(info.webhook_secret) && Buffer.from(info.webhook_secret.slice(6), 'base64').length >= 24)
+
+  let r = await call(ctl, 'GET', '/health')
+  check('GET /health', r.status === 200 && r.json?.ok === true, r.json)
+
+  r = await call(seam, 'GET', '/devices/list', { key })
+  check('fake serves the seeded devices', r.status === 200 && devices.every((id) => r.json.devices.some((d) => d.device_id === id)), r.status)
+
+  // --- codes
+  r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[0], name: 'smoke', code: '4321' } })
+  const code = r.json?.access_code
+  check('POST /codes creates a code', r.status === 200 && code?.access_code_id && code.status === 'setting' && code.code === '4321', r.json)
+  const id = code.access_code_id
+  const get = () => call(seam, 'GET', `/access_codes/get?access_code_id=${encodeURIComponent(id)}`, { key })
+
+  r = await get()
+  check('fake API serves it with status setting', r.status === 200 && r.json.access_code.status === 'setting', r.json)
+
+  r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[0], code: '4321' } })
+  check('duplicate PIN on a device -> 409 from the fake', r.status === 409 && typeof r.json?.error === 'string', r.json)
+
+  const startsAt = new Date(Date.now() + 3600_000).toISOString()
+  const endsAt = new Date(Date.now() + 7200_000).toISOString()
+  r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[1], name: 'tb', starts_at: startsAt, ends_at: endsAt } })
+  check('time-bound code', r.status === 200 && r.json.access_code.type === 'time_bound' && r.json.access_code.status === 'unset' && r.json.access_code.starts_at === startsAt, r.json)
+
+  r = await call(ctl, 'POST', `/codes/${id}/state`, { body: { status: 'set' } })
+  check('POST /codes/:id/state status=set answers the API view', r.status === 200 && r.json.access_code.status === 'set', r.json)
+  r = await get()
+  check('fake API now says set', r.status === 200 && r.json.access_code.status === 'set', r.json)
+
+  const warning = { warning_code: 'delay_in_setting_on_device', message: 'slow lock', created_at: new Date().toISOString() }
+  r = await call(ctl, 'POST', `/codes/${id}/state`, { body: { warnings: [warning] } })
+  r = await get()
+  check('warning visible via the fake API', r.json?.access_code?.warnings?.[0]?.warning_code === 'delay_in_setting_on_device' && r.json.access_code.status === 'set', r.json)
+
+  r = await call(ctl, 'POST', '/codes/nope/state', { body: { status: 'set' } })
+  check('state of unknown code -> 404', r.status === 404 && r.json?.error, r.json)
+
+  // --- events
+  const since = new Date(Date.now() - 1000).toISOString()
+  r = await call(ctl, 'POST', '/events', { body: { event_type: 'access_code.set_on_device', access_code_id: id } })
+  const ev = r.json?.event
+  check(
+    'POST /events returns a full flat event',
+    r.status === 200 && ev && ['event_id', 'event_type', 'workspace_id', 'device_id', 'connected_account_id', 'access_code_id', 'created_at', 'occurred_at'].every((k) => ev[k] != null) && ev.device_id === devices[0] && ev.workspace_id === info.workspace_id && ev.code === '4321',
+    r.json,
+  )
+  r = await call(ctl, 'POST', '/events', { body: { event_type: 'access_code.delay_in_setting_on_device', access_code_id: id, access_code_warnings: [warning] } })
+  const ev2 = r.json?.event
+  check('extra fields are merged into the event', ev2?.access_code_warnings?.[0]?.warning_code === 'delay_in_setting_on_device', r.json)
+
+  r = await call(seam, 'POST', '/events/list', { key, body: { since, access_code_ids: [id] } })
+  const listed = r.json?.events ?? []
+  check('events show up in /events/list', r.status === 200 && listed.some((e) => e.event_id === ev.event_id) && listed.some((e) => e.event_id === ev2.event_id), r.json)
+  check('listed event equals the returned one', JSON.stringify(listed.find((e) => e.event_id === ev.event_id)) === JSON.stringify(ev))
+
+  r = await call(ctl, 'POST', '/events', { body: { access_code_id: id } })
+  check('event without event_type -> 400', r.status === 400, r.json)
+
+  // --- delete
+  r = await call(ctl, 'DELETE', `/codes/${id}`)
+  check('DELETE /codes/:id', r.status === 200 && r.json?.ok === true, r.json)
+  r = await get()
+  check('fake API answers 404 after delete', r.status === 404 && r.json?.error?.type, r.json)
+  r = await call(ctl, 'DELETE', `/codes/${id}`)
+  check('DELETE again -> 404', r.status === 404, r.json)
+  r = await call(ctl, 'POST', '/events', { body: { event_type: 'access_code.removed_from_device', access_code_id: id } })
+  check('event for a deleted code still carries device_id', r.status === 200 && r.json.event.device_id === devices[0], r.json)
+
+  // --- sign / verify
+  r = await call(ctl, 'POST', '/sign', {
+    body: { payload: '{"test": 2432232314}', msg_id: 'msg_p5jXN8AQM9LWM0D4loKWxJek', timestamp: 1614265330, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' },
+  })
+  check('/sign matches the published Svix test vector', r.json?.headers?.['svix-signature'] === 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=', r.json)
+
+  const payload = JSON.stringify(ev)
+  const now = Math.floor(Date.now() / 1000)
+  r = await call(ctl, 'POST', '/sign', { body: { payload, msg_id: 'msg_smoke_1', timestamp: now } })
+  const signed = r.json?.headers
+  check('/sign returns the three svix headers', signed?.['svix-id'] === 'msg_smoke_1' && signed['svix-timestamp'] === String(now) && signed['svix-signature']?.startsWith('v1,'), r.json)
+  r = await call(ctl, 'POST', '/verify', { body: { payload, headers: signed } })
+  check('/verify accepts it (Seam SDK)', r.json?.ok === true && r.json.event?.event_id === ev.event_id, r.json)
+  r = await call(ctl, 'POST', '/verify', { body: { payload: payload.replace('set_on_device', 'set_on_devicf'), headers: signed } })
+  check('/verify rejects a tampered payload', r.status === 200 && r.json?.ok === false && r.json.error, r.json)
+  const upper = Object.fromEntries(Object.entries(signed).map(([k, v]) => [k.toUpperCase(), v]))
+  r = await call(ctl, 'POST', '/verify', { body: { payload, headers: upper } })
+  check('/verify ignores header case', r.json?.ok === true, r.json)
+  r = await call(ctl, 'POST', '/verify', { body: { payload, headers: signed, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' } })
+  check('/verify rejects another secret', r.json?.ok === false, r.json)
+
+  // --- deliver
+  const rx = await startReceiver()
+  r = await call(ctl, 'POST', '/deliver', { body: { url: rx.url, event: ev } })
+  const got = rx.received[0]
+  check('/deliver reports the target answer', r.status === 200 && r.json?.status === 200 && r.json.body === 'got it 200' && r.json.msg_id?.startsWith('msg_'), r.json)
+  check('delivered body is JSON.stringify(event)', got?.body === JSON.stringify(ev))
+  check('delivered headers', got?.headers['svix-id'] === r.json.msg_id && /^\d+$/.test(got?.headers['svix-timestamp']) && got?.headers['svix-signature']?.startsWith('v1,') && got?.headers['content-type'] === 'application/json', got?.headers)
+  const rv = await call(ctl, 'POST', '/verify', { body: { payload: got.body, headers: got.headers } })
+  check('delivered request verifies with the harness secret', rv.json?.ok === true, rv.json)
+
+  rx.setStatus(500)
+  const again = await call(ctl, 'POST', '/deliver', { body: { url: rx.url, event: ev, msg_id: r.json.msg_id } })
+  check('redelivery keeps the msg id and reports a 500', again.json?.status === 500 && rx.received[1]?.headers['svix-id'] === r.json.msg_id, again.json)
+
+  const otherSecret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+  rx.setStatus(204)
+  r = await call(ctl, 'POST', '/deliver', { body: { url: rx.url, event: ev, secret: otherSecret, timestamp: 1614265330, msg_id: 'msg_fixed' } })
+  check('deliver with explicit secret/timestamp/msg_id', r.json?.status === 204 && rx.received[2]?.headers['svix-timestamp'] === '1614265330' && rx.received[2]?.headers['svix-id'] === 'msg_fixed', r.json)
+  rx.close()
+
+  const closedPort = await new Promise((resolve) => {
+    const s = http.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+  r = await call(ctl, 'POST', '/deliver', { body: { url: `http://127.0.0.1:${closedPort}/nowhere`, event: ev } })
+  check('delivery to a closed port -> 502', r.status === 502 && r.json?.error, r.json)
+
+  // --- API key rotation
+  r = await call(ctl, 'POST', '/api_keys/rotate')
+  const { old_key, new_key } = r.json ?? {}
+  check('/api_keys/rotate', r.status === 200 && old_key === key && new_key?.startsWith('seam_') && new_key !== old_key, r.json)
+  r = await call(seam, 'GET', '/devices/list', { key: old_key })
+  check('old key -> 401', r.status === 401 && r.json?.error?.type === 'unauthorized', r.json)
+  r = await call(seam, 'GET', '/devices/list', { key: new_key })
+  check('new key -> 200', r.status === 200 && r.json?.devices?.length >= 3, r.status)
+  key = new_key
+  r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[2] } })
+  check('control API keeps working after rotation', r.status === 200 && r.json.access_code.access_code_id, r.json)
+
+  r = await call(ctl, 'GET', '/nope')
+  check('unknown route -> 404 JSON', r.status === 404 && r.json?.error, r.json)
+  r = await fetch(`${ctl}/codes`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' })
+  check('bad JSON -> 400', r.status === 400)
+
+  check('nothing else on stdout', h.extra.length === 0, h.extra)
+
+  // --- lifecycle
+  h.child.kill('SIGTERM')
+  let exit = await withTimeout(h.exited, 5000)
+  check('exits on SIGTERM', exit !== 'timeout' && exit.code === 0, exit)
+
+  const h2 = startHarness()
+  await h2.ready
+  h2.child.stdin.end()
+  exit = await withTimeout(h2.exited, 5000)
+  check('exits when stdin closes', exit !== 'timeout' && exit.code === 0, exit)
+  if (exit === 'timeout') h2.child.kill('SIGKILL')
+
+  const h3 = startHarness()
+  await h3.ready
+  h3.child.kill('SIGINT')
+  exit = await withTimeout(h3.exited, 5000)
+  check('exits on SIGINT', exit !== 'timeout' && exit.code === 0, exit)
+}
+
+try {
+  await main()
+} catch (err) {
+  failed++
+  console.log(`FAIL smoke aborted: ${err.stack ?? err}`)
+}
+console.log(`smoke: ${passed} passed, ${failed} failed`)
+process.exit(failed === 0 ? 0 : 1)
