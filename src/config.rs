@@ -134,9 +134,11 @@ impl Settings {
         )
     }
 
-    /// The compiled-in defaults with `overrides` (TOML) on top: for tests and tools.
-    pub fn from_toml(overrides: &str) -> anyhow::Result<Settings> {
-        Self::from_figment(Figment::from(Toml::string(BASE)).merge(Toml::string(overrides)))
+    /// The compiled-in defaults with TOML `layers` on top, later ones winning: for
+    /// tests and tools.
+    pub fn from_toml(layers: &[&str]) -> anyhow::Result<Settings> {
+        let figment = layers.iter().fold(Figment::from(Toml::string(BASE)), |f, layer| f.merge(Toml::string(layer)));
+        Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Settings> {
@@ -251,7 +253,7 @@ mod tests {
     "#;
 
     fn checked(toml: &str) -> anyhow::Result<Settings> {
-        let settings = Settings::from_toml(toml)?;
+        let settings = Settings::from_toml(&[toml])?;
         settings.check_secrets()?;
         Ok(settings)
     }
@@ -287,13 +289,13 @@ mod tests {
 
     #[test]
     fn an_unusable_database_url_refuses_to_start() {
-        let err = Settings::from_toml(&format!("{VALID}\n[database]\nurl = \"mysql://nope\"")).unwrap_err();
+        let err = Settings::from_toml(&[VALID, "[database]\nurl = \"mysql://nope\""]).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
     }
 
     #[test]
     fn secrets_do_not_appear_in_debug_output() {
-        let settings = Settings::from_toml(VALID).unwrap();
+        let settings = Settings::from_toml(&[VALID]).unwrap();
         let debug = format!("{settings:?}");
         assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
         assert!(!debug.contains("seam_test_key"));

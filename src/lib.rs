@@ -18,3 +18,9 @@ pub mod signature;
 pub mod telemetry;
 pub mod webhook;
 pub mod worker;
+
+/// reqwest and sqlx are built on rustls with the `ring` provider; install it once
+/// per process before the first TLS client is made.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

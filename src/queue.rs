@@ -83,8 +83,8 @@ pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> s
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {
     pub access_code_id: String,
-    #[sqlx(try_from = "String")]
-    pub endpoint: EndpointColumn,
+    /// `managed` or `unmanaged`, as stored.
+    pub endpoint: String,
     pub device_id: Option<String>,
     pub workspace_id: Option<String>,
     /// The requests this fetch serves; more may arrive while it runs.
@@ -101,20 +101,9 @@ pub struct Claim {
     pub last_event_occurred_at: Option<DateTime<Utc>>,
 }
 
-/// `endpoint` as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EndpointColumn(pub CodeEndpoint);
-
-impl TryFrom<String> for EndpointColumn {
-    type Error = std::convert::Infallible;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Ok(EndpointColumn(CodeEndpoint::parse(&text)))
-    }
-}
-
 impl Claim {
     pub fn endpoint(&self) -> CodeEndpoint {
-        self.endpoint.0
+        CodeEndpoint::parse(&self.endpoint)
     }
     pub fn event(&self) -> EventRef {
         EventRef {

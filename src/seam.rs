@@ -93,8 +93,7 @@ struct GetResponse {
 
 impl SeamClient {
     pub fn new(settings: &SeamSettings) -> anyhow::Result<SeamClient> {
-        // reqwest is built without a bundled crypto provider; use ring, like sqlx.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout())
             .timeout(settings.timeout())

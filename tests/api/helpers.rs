@@ -1,0 +1,253 @@
+//! Shared test rig: the app on port 0 with its own database, a signer, a worker
+//! pointed at a fake Seam, and a switchable TCP proxy to take the database away.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+
+use seam_access_sync::app::Application;
+use seam_access_sync::clock::FixedClock;
+use seam_access_sync::config::Settings;
+use seam_access_sync::health::SeamKeyStatus;
+use seam_access_sync::seam::SeamClient;
+use seam_access_sync::signature::sign;
+use seam_access_sync::worker::Worker;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The second secret of a rotation.
+pub const NEW_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+/// The moment the app's clock stands at.
+pub const NOW: i64 = 1_795_000_000;
+pub const API_KEY: &str = "seam_test_key_1";
+
+pub struct TestApp {
+    pub address: String,
+    pub clock: FixedClock,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for tests: the endpoint only (workers are driven by the test), the
+/// test's Seam stand-in, and `extra` TOML on top.
+pub fn settings(seam_url: &str, extra: &str) -> Settings {
+    let test = format!(
+        r#"
+        [server]
+        listen_addr = "127.0.0.1:0"
+        run_mode = "server"
+        [webhook]
+        secret = "{SECRET}"
+        [seam]
+        api_url = "{seam_url}"
+        api_key = "{API_KEY}"
+        [worker]
+        backoff_base_ms = 1000
+        backoff_max_ms = 60000
+        "#
+    );
+    Settings::from_toml(&[&test, extra]).expect("test settings")
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, settings("http://127.0.0.1:9", "")).await
+}
+
+pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
+    init_log_capture();
+    seam_access_sync::install_tls_provider();
+    let clock = FixedClock::at(NOW);
+    let app = Application::build_with(settings, pool.clone(), Arc::new(clock.clone())).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp { address, clock, http: reqwest::Client::new(), shutdown, server: Some(server) }
+}
+
+impl TestApp {
+    /// Signs `body` as Svix would at the app's current time and posts it.
+    pub async fn deliver(&self, message_id: &str, body: &str) -> reqwest::Response {
+        let timestamp = self.clock_now();
+        let signature = sign(SECRET, message_id, timestamp, body.as_bytes()).unwrap();
+        self.post_webhook(
+            &[("svix-id", message_id), ("svix-timestamp", &timestamp.to_string()), ("svix-signature", &signature)],
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    pub async fn post_webhook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}/webhooks/seam", self.address)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        use seam_access_sync::clock::Clock;
+        self.clock.now_unix()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.address)).send().await.expect("request sent")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Rows in `table`.
+pub async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+/// Rows in every table a delivery writes to.
+pub async fn written(pool: &PgPool) -> (i64, i64, i64) {
+    (count(pool, "seam_events").await, count(pool, "access_code_refetches").await, count(pool, "access_codes").await)
+}
+
+/// An `access_code.*` event as Seam sends it.
+pub fn access_code_event(event_type: &str, access_code_id: &str, occurred_at: &str) -> Value {
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": event_type,
+        "workspace_id": "ws_1",
+        "device_id": "device_1",
+        "connected_account_id": "ca_1",
+        "access_code_id": access_code_id,
+        "created_at": occurred_at,
+        "occurred_at": occurred_at,
+        "event_description": "test event",
+        "code": "4321"
+    })
+}
+
+/// A worker pointed at `seam_url`, for tests to drive step by step.
+pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeyStatus) {
+    let settings = settings(seam_url, extra);
+    let status = SeamKeyStatus::default();
+    let seam = SeamClient::new(&settings.seam).unwrap();
+    (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone()), status)
+}
+
+/// Makes every pending re-fetch due now (stands in for waiting out a backoff).
+pub async fn make_due(pool: &PgPool) {
+    sqlx::query("UPDATE access_code_refetches SET next_attempt_at = now()").execute(pool).await.unwrap();
+}
+
+/// Everything the app logged in this test binary, for checks on what logs hold.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(Default::default)
+}
+
+struct BufferWriter;
+
+impl Write for BufferWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_log_capture() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("debug,sqlx=warn,hyper=warn,reqwest=warn,wiremock=warn")
+            .with_writer(|| BufferWriter)
+            .init();
+    });
+}
+
+/// A TCP proxy in front of Postgres that the test can switch off: existing
+/// connections are cut and new ones refused, as when the database goes down.
+pub struct DatabaseProxy {
+    pub address: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<Mutex<CancellationToken>>,
+}
+
+impl DatabaseProxy {
+    pub async fn start(upstream: SocketAddr) -> DatabaseProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Mutex::new(CancellationToken::new()));
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let cancelled = cut2.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cancelled.cancelled() => {}
+                    }
+                });
+            }
+        });
+        DatabaseProxy { address, up, cut }
+    }
+
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let mut cut = self.cut.lock().unwrap();
+        cut.cancel();
+        *cut = CancellationToken::new();
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// A pool to the test's database through this proxy.
+    pub fn pool(&self, direct: &PgPool) -> PgPool {
+        let options: PgConnectOptions = (*direct.connect_options()).clone().host("127.0.0.1").port(self.address.port());
+        PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_millis(1500))
+            .connect_lazy_with(options)
+    }
+}
+
+/// Where the test Postgres listens.
+pub fn postgres_address(pool: &PgPool) -> SocketAddr {
+    let options = pool.connect_options();
+    let host = options.get_host();
+    let host = if host == "localhost" || host.starts_with('/') { "127.0.0.1" } else { host };
+    format!("{host}:{}", options.get_port()).parse().expect("postgres address")
+}

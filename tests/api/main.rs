@@ -1,0 +1,6 @@
+//! One integration-test binary: each module a capability, each test a sentence.
+
+mod helpers;
+mod signature;
+mod webhook;
+mod worker;

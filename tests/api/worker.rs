@@ -1,0 +1,627 @@
+//! The worker and the mirror: webhooks in over HTTP, Seam faked by wiremock, the
+//! queue driven step by step.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use seam_access_sync::mirror::{self, Applied, ChangeKind, Observed};
+use seam_access_sync::queue::{self, Completion, Failure};
+use seam_access_sync::seam::{AccessCode, FetchedCode};
+use seam_access_sync::worker::{TaskOutcome, TaskResult};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+fn code_json(id: &str, status: &str, warnings: Value, errors: Value) -> Value {
+    json!({
+        "access_code_id": id,
+        "device_id": "device_1",
+        "workspace_id": "ws_1",
+        "name": "Guest 12",
+        "code": "4321",
+        "type": "ongoing",
+        "status": status,
+        "warnings": warnings,
+        "errors": errors,
+        "is_managed": true,
+        "created_at": "2026-11-25T09:00:00.000Z"
+    })
+}
+
+fn found(code: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({ "access_code": code, "ok": true }))
+}
+
+fn not_found() -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_json(json!({
+        "error": {"type": "not_found", "message": "Access code not found"}, "ok": false
+    }))
+}
+
+async fn seam_answers(server: &MockServer, id: &str, response: ResponseTemplate) {
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/access_codes/get"))
+        .and(query_param("access_code_id", id))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
+async fn seam_calls(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    status: Option<String>,
+    warnings: Value,
+    errors: Value,
+    deleted_at: Option<DateTime<Utc>>,
+    last_event_type: Option<String>,
+    access_code: Option<Value>,
+    code: Option<String>,
+    is_managed: bool,
+}
+
+async fn mirror_row(pool: &PgPool, id: &str) -> Row {
+    sqlx::query_as(
+        "SELECT status, warnings, errors, deleted_at, last_event_type, access_code, code, is_managed
+         FROM access_codes WHERE access_code_id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .expect("mirror row")
+}
+
+async fn history(pool: &PgPool, id: &str) -> Vec<(String, Option<String>, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT change, status, event_type, warnings::text FROM access_code_history
+         WHERE access_code_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn queue_row(pool: &PgPool, id: &str) -> Option<(i32, Option<DateTime<Utc>>, Option<String>, f64)> {
+    sqlx::query_as(
+        "SELECT attempts, dead_lettered_at, last_error,
+                EXTRACT(EPOCH FROM next_attempt_at - now())::float8
+         FROM access_code_refetches WHERE access_code_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+fn stored(outcomes: &[TaskOutcome]) -> usize {
+    outcomes.iter().filter(|o| matches!(o, TaskOutcome::Executed { result: TaskResult::Stored { .. }, .. })).count()
+}
+
+#[sqlx::test]
+async fn the_mirror_follows_a_code_from_creation_to_removal(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let warning = json!([{"warning_code": "delay_in_setting_on_device", "message": "Hub offline"}]);
+    let error =
+        json!([{"error_code": "failed_to_set_on_device", "message": "Lock memory full", "is_access_code_error": true}]);
+    let steps = [
+        ("access_code.created", found(code_json("ac_1", "setting", json!([]), json!([])))),
+        ("access_code.set_on_device", found(code_json("ac_1", "set", json!([]), json!([])))),
+        ("access_code.delay_in_setting_on_device", found(code_json("ac_1", "set", warning.clone(), json!([])))),
+        ("access_code.failed_to_set_on_device", found(code_json("ac_1", "setting", warning.clone(), error.clone()))),
+        ("access_code.removed_from_device", not_found()),
+    ];
+    for (i, (event_type, answer)) in steps.into_iter().enumerate() {
+        seam_answers(&seam, "ac_1", answer).await;
+        let event = access_code_event(event_type, "ac_1", &format!("2026-11-25T10:00:0{i}Z"));
+        assert_eq!(app.deliver(&format!("msg_{i}"), &event.to_string()).await.status(), StatusCode::OK);
+        let done = worker.drain().await.unwrap();
+        assert_eq!(stored(&done), 1, "step {event_type}: {done:?}");
+        let row = mirror_row(&pool, "ac_1").await;
+        assert_eq!(row.last_event_type.as_deref(), Some(event_type));
+        match i {
+            0 => assert_eq!(
+                (row.status.as_deref(), &row.warnings, &row.errors),
+                (Some("setting"), &json!([]), &json!([]))
+            ),
+            1 => assert_eq!(row.status.as_deref(), Some("set")),
+            2 => assert_eq!((row.status.as_deref(), &row.warnings), (Some("set"), &warning)),
+            3 => assert_eq!((row.status.as_deref(), &row.errors), (Some("setting"), &error)),
+            _ => assert!(row.deleted_at.is_some(), "404 marks the code deleted"),
+        }
+    }
+    let timeline = history(&pool, "ac_1").await;
+    let summary: Vec<(&str, Option<&str>, Option<&str>)> =
+        timeline.iter().map(|(c, s, e, _)| (c.as_str(), s.as_deref(), e.as_deref())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("created", Some("setting"), Some("access_code.created")),
+            ("changed", Some("set"), Some("access_code.set_on_device")),
+            ("changed", Some("set"), Some("access_code.delay_in_setting_on_device")),
+            ("changed", Some("setting"), Some("access_code.failed_to_set_on_device")),
+            ("deleted", Some("setting"), Some("access_code.removed_from_device")),
+        ]
+    );
+    assert_eq!(count(&pool, "access_code_refetches").await, 0, "the queue is empty");
+}
+
+#[sqlx::test]
+async fn a_fetch_that_changes_nothing_adds_no_history(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    for i in 0..3 {
+        let event = access_code_event("access_code.changed", "ac_1", &format!("2026-11-25T10:00:0{i}Z"));
+        app.deliver(&format!("msg_{i}"), &event.to_string()).await;
+        worker.drain().await.unwrap();
+    }
+    assert_eq!(seam_calls(&seam).await, 3);
+    assert_eq!(history(&pool, "ac_1").await.len(), 1, "only the creation");
+}
+
+#[sqlx::test]
+async fn unknown_codes_and_missing_fields_are_stored_not_rejected(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let minimal = json!({
+        "access_code_id": "ac_1",
+        "device_id": "device_1",
+        "status": "setting",
+        "warnings": [{"warning_code": "warning_invented_in_2027", "message": "new", "extra": {"x": 1}}],
+        "errors": [{"error_code": "error_invented_in_2027", "message": "new", "is_bridge_error": true}],
+        "field_invented_in_2027": 7
+    });
+    seam_answers(&seam, "ac_1", found(minimal)).await;
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    worker.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_1").await;
+    assert_eq!(row.warnings[0]["warning_code"], "warning_invented_in_2027");
+    assert_eq!(row.errors[0]["error_code"], "error_invented_in_2027");
+    assert_eq!(row.access_code.unwrap()["field_invented_in_2027"], 7);
+}
+
+#[sqlx::test]
+async fn the_pin_is_redacted_in_the_mirror_unless_opted_in(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
+        .await;
+    let (redacting, _) = worker(&pool, &seam.uri(), "");
+    redacting.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_1").await;
+    assert_eq!((row.code, row.access_code.unwrap()["code"].clone()), (None, json!("[redacted]")));
+
+    app.deliver("msg_2", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:01Z").to_string()).await;
+    let (keeping, _) = worker(&pool, &seam.uri(), "store_pins = true");
+    keeping.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_1").await;
+    assert_eq!((row.code.as_deref(), row.access_code.unwrap()["code"].clone()), (Some("4321"), json!("4321")));
+}
+
+#[sqlx::test]
+async fn unmanaged_codes_are_fetched_from_the_unmanaged_endpoint(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let mut unmanaged = code_json("ac_u", "set", json!([]), json!([]));
+    unmanaged["is_managed"] = json!(false);
+    Mock::given(method("GET"))
+        .and(path("/access_codes/unmanaged/get"))
+        .and(query_param("access_code_id", "ac_u"))
+        .respond_with(found(unmanaged))
+        .expect(1)
+        .mount(&seam)
+        .await;
+    app.deliver(
+        "msg_u",
+        &access_code_event("access_code.unmanaged.created", "ac_u", "2026-11-25T10:00:00Z").to_string(),
+    )
+    .await;
+    worker.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_u").await;
+    assert_eq!((row.status.as_deref(), row.is_managed), (Some("set"), false));
+}
+
+#[sqlx::test]
+async fn a_code_gone_before_its_first_fetch_is_recorded_as_deleted(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    seam_answers(&seam, "ac_gone", not_found()).await;
+    app.deliver("msg_1", &access_code_event("access_code.deleted", "ac_gone", "2026-11-25T10:00:00Z").to_string())
+        .await;
+    worker.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_gone").await;
+    assert_eq!(row.status, None);
+    assert!(row.deleted_at.is_some());
+    assert_eq!(history(&pool, "ac_gone").await.len(), 1);
+}
+
+#[sqlx::test]
+async fn seam_failing_with_500_then_answering_ends_right_after_two_calls(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    Mock::given(path("/access_codes/get")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).mount(&seam).await;
+    Mock::given(path("/access_codes/get"))
+        .respond_with(found(code_json("ac_1", "set", json!([]), json!([]))))
+        .mount(&seam)
+        .await;
+    app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
+        .await;
+
+    let first = worker.drain().await.unwrap();
+    assert!(
+        matches!(
+            &first[..],
+            [TaskOutcome::Executed { result: TaskResult::Failed(Failure::Retry { counts: true, .. }), .. }]
+        ),
+        "{first:?}"
+    );
+    let (attempts, dead, error, due_in) = queue_row(&pool, "ac_1").await.unwrap();
+    assert_eq!((attempts, dead, error.unwrap().contains("500")), (1, None, true));
+    assert!((0.4..=1.1).contains(&due_in), "first backoff is 50-100% of 1 s, got {due_in}");
+
+    make_due(&pool).await;
+    assert_eq!(stored(&worker.drain().await.unwrap()), 1);
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
+    assert_eq!(seam_calls(&seam).await, 2);
+    assert!(queue_row(&pool, "ac_1").await.is_none());
+}
+
+#[sqlx::test]
+async fn a_429_is_retried_when_retry_after_says(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    Mock::given(path("/access_codes/get"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7"))
+        .up_to_n_times(1)
+        .mount(&seam)
+        .await;
+    Mock::given(path("/access_codes/get"))
+        .respond_with(found(code_json("ac_1", "set", json!([]), json!([]))))
+        .mount(&seam)
+        .await;
+    app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
+        .await;
+    worker.drain().await.unwrap();
+    let (_, _, _, due_in) = queue_row(&pool, "ac_1").await.unwrap();
+    assert!((6.0..=7.1).contains(&due_in), "Retry-After 7 s honoured, got {due_in}");
+    make_due(&pool).await;
+    worker.drain().await.unwrap();
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
+    assert_eq!(seam_calls(&seam).await, 2);
+}
+
+#[sqlx::test]
+async fn a_permanent_rejection_becomes_a_dead_letter_and_a_new_event_revives_it(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let invalid = json!({"error": {"type": "invalid_input", "message": "access_code_id is invalid"}, "ok": false});
+    seam_answers(&seam, "ac_1", ResponseTemplate::new(400).set_body_json(invalid)).await;
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    let done = worker.drain().await.unwrap();
+    assert!(matches!(&done[..], [TaskOutcome::Executed { result: TaskResult::Failed(Failure::DeadLetter), .. }]));
+    let (_, dead, error, _) = queue_row(&pool, "ac_1").await.unwrap();
+    assert!(dead.is_some());
+    assert!(error.unwrap().contains("access_code_id is invalid"));
+    make_due(&pool).await;
+    assert!(worker.drain().await.unwrap().is_empty(), "a dead letter is not retried by itself");
+
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    app.deliver("msg_2", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:01Z").to_string()).await;
+    assert_eq!(stored(&worker.drain().await.unwrap()), 1);
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
+}
+
+#[sqlx::test]
+async fn transient_failures_dead_letter_after_the_attempt_limit(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "[worker]\nmax_attempts = 3");
+    seam_answers(&seam, "ac_1", ResponseTemplate::new(503)).await;
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    for attempt in 1..=3 {
+        make_due(&pool).await;
+        let done = worker.drain().await.unwrap();
+        let expected_dead = attempt == 3;
+        assert!(
+            matches!(&done[..], [TaskOutcome::Executed { result: TaskResult::Failed(f), .. }] if (*f == Failure::DeadLetter) == expected_dead),
+            "attempt {attempt}: {done:?}"
+        );
+    }
+    let (attempts, dead, error, _) = queue_row(&pool, "ac_1").await.unwrap();
+    assert_eq!((attempts, dead.is_some()), (3, true));
+    assert!(error.unwrap().contains("503"));
+    assert_eq!(seam_calls(&seam).await, 3);
+}
+
+#[sqlx::test]
+async fn a_rejected_api_key_keeps_the_work_and_shows_until_fixed(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, key_status) = worker(&pool, &seam.uri(), "[worker]\nmax_attempts = 2");
+    let unauthorized = json!({"error": {"type": "unauthorized", "message": "Unauthorized"}, "ok": false});
+    seam_answers(&seam, "ac_1", ResponseTemplate::new(401).set_body_json(unauthorized)).await;
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    for _ in 0..4 {
+        make_due(&pool).await;
+        let done = worker.drain().await.unwrap();
+        assert!(
+            matches!(&done[..], [TaskOutcome::Executed { result: TaskResult::Failed(Failure::Retry { counts: false, delay }), .. }] if *delay == Duration::from_secs(60)),
+            "{done:?}"
+        );
+    }
+    assert!(key_status.rejection().unwrap().contains("401"));
+    let (attempts, dead, _, _) = queue_row(&pool, "ac_1").await.unwrap();
+    assert_eq!((attempts, dead), (0, None), "key failures never use up attempts");
+
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    make_due(&pool).await;
+    assert_eq!(stored(&worker.drain().await.unwrap()), 1);
+    assert_eq!(key_status.rejection(), None);
+    let logs = captured_logs();
+    assert!(logs.contains("Seam rejected the API key"));
+    assert!(!logs.contains(API_KEY), "the key itself is never logged");
+}
+
+#[sqlx::test]
+async fn readiness_reports_a_rejected_api_key(pool: PgPool) {
+    let seam = MockServer::start().await;
+    Mock::given(path("/access_codes/get")).respond_with(ResponseTemplate::new(401)).mount(&seam).await;
+    let app = spawn_app_with(pool.clone(), settings(&seam.uri(), "[server]\nrun_mode = \"all\"")).await;
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    let body = wait_for(|| async {
+        let response = app.get("/readyz").await;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())?;
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    assert_eq!(body["seam_api_key"]["ok"], false);
+    assert!(body["seam_api_key"]["reason"].as_str().unwrap().contains("401"));
+    assert_eq!(body["database"]["ok"], true);
+}
+
+#[sqlx::test]
+async fn events_arriving_out_of_order_leave_the_latest_fetched_state(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let events = [
+        access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:03Z"),
+        access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:02Z"),
+        access_code_event("access_code.created", "ac_1", "2026-11-25T10:00:01Z"),
+    ];
+    for (i, event) in events.iter().enumerate() {
+        app.deliver(&format!("msg_{i}"), &event.to_string()).await;
+        worker.drain().await.unwrap();
+    }
+    let row = mirror_row(&pool, "ac_1").await;
+    assert_eq!(row.status.as_deref(), Some("set"));
+    assert_eq!(
+        row.last_event_type.as_deref(),
+        Some("access_code.set_on_device"),
+        "the newest event, not the last to arrive"
+    );
+}
+
+#[sqlx::test]
+async fn an_older_fetch_never_overwrites_a_newer_one(pool: PgPool) {
+    let seam_code = |status: &str| FetchedCode {
+        code: serde_json::from_value::<AccessCode>(code_json("ac_1", status, json!([]), json!([]))).unwrap(),
+        raw: code_json("ac_1", status, json!([]), json!([])),
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
+    let older = queue::claim_next(&pool, Duration::from_secs(60)).await.unwrap().unwrap();
+    let mut newer = older.clone();
+    newer.claimed_at = older.claimed_at + chrono::Duration::seconds(5);
+
+    let applied = mirror::apply(&mut conn, &newer, Observed::Found(&seam_code("set")), false).await.unwrap();
+    assert!(matches!(applied, Applied::Stored { change: Some(ChangeKind::Created), .. }));
+    let applied = mirror::apply(&mut conn, &older, Observed::Found(&seam_code("setting")), false).await.unwrap();
+    assert_eq!(applied, Applied::Stale);
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
+    assert_eq!(history(&pool, "ac_1").await.len(), 1);
+}
+
+fn refetch(id: &str) -> queue::RefetchRequest<'_> {
+    queue::RefetchRequest {
+        access_code_id: id,
+        endpoint: seam_access_sync::event::CodeEndpoint::Managed,
+        device_id: Some("device_1"),
+        workspace_id: Some("ws_1"),
+        event: None,
+    }
+}
+
+#[sqlx::test]
+async fn fifty_events_for_one_code_in_a_burst_cost_one_fetch(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let sends = (0..50).map(|i| {
+        let event = access_code_event("access_code.changed", "ac_1", &format!("2026-11-25T10:00:{i:02}Z"));
+        let app = &app;
+        async move { app.deliver(&format!("msg_{i}"), &event.to_string()).await.status() }
+    });
+    assert!(futures::future::join_all(sends).await.iter().all(|s| *s == StatusCode::OK));
+    worker.drain().await.unwrap();
+    assert_eq!(seam_calls(&seam).await, 1);
+    assert_eq!(count(&pool, "seam_events").await, 50);
+}
+
+#[sqlx::test]
+async fn events_arriving_during_a_fetch_cause_exactly_one_more_fetch(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    // The first answer is slow, so the burst below lands while it is in flight.
+    Mock::given(path("/access_codes/get"))
+        .respond_with(found(code_json("ac_1", "setting", json!([]), json!([]))).set_delay(Duration::from_secs(2)))
+        .up_to_n_times(1)
+        .mount(&seam)
+        .await;
+    Mock::given(path("/access_codes/get"))
+        .respond_with(found(code_json("ac_1", "set", json!([]), json!([]))))
+        .mount(&seam)
+        .await;
+    app.deliver("msg_first", &access_code_event("access_code.created", "ac_1", "2026-11-25T10:00:00Z").to_string())
+        .await;
+
+    let in_flight = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.try_execute_task().await.unwrap() }
+    });
+    wait_for(|| async { (seam_calls(&seam).await == 1).then_some(()) }).await;
+    for i in 1..50 {
+        let event = access_code_event("access_code.changed", "ac_1", &format!("2026-11-25T10:00:{i:02}Z"));
+        assert_eq!(app.deliver(&format!("msg_{i}"), &event.to_string()).await.status(), StatusCode::OK);
+    }
+    let first = in_flight.await.unwrap();
+    assert!(
+        matches!(
+            &first,
+            TaskOutcome::Executed { result: TaskResult::Stored { completion: Completion::RequestedAgain, .. }, .. }
+        ),
+        "{first:?}"
+    );
+    assert_eq!(stored(&worker.drain().await.unwrap()), 1);
+    assert_eq!(seam_calls(&seam).await, 2, "50 events, 2 fetches");
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"), "the mirror ends on the latest state");
+}
+
+#[sqlx::test]
+async fn a_code_is_claimed_by_one_worker_at_a_time(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let (a, b) = tokio::join!(queue::claim_next(&pool, lease), queue::claim_next(&pool, lease));
+    let claims = [a.unwrap(), b.unwrap()];
+    assert_eq!(claims.iter().filter(|c| c.is_some()).count(), 1, "{claims:?}");
+    assert!(queue::claim_next(&pool, lease).await.unwrap().is_none(), "held while the lease runs");
+}
+
+#[sqlx::test]
+async fn a_claim_abandoned_by_a_dead_worker_is_taken_again(pool: PgPool) {
+    let seam = MockServer::start().await;
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let mut conn = pool.acquire().await.unwrap();
+    queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
+    // A worker claims, then dies: its lease runs out.
+    let abandoned = queue::claim_next(&pool, Duration::from_secs(60)).await.unwrap().unwrap();
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    assert!(worker.drain().await.unwrap().is_empty(), "not while the lease runs");
+    sqlx::query("UPDATE access_code_refetches SET claimed_until = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored(&worker.drain().await.unwrap()), 1);
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
+    // Were the dead worker to come back, its result would be dropped.
+    let mut tx = pool.begin().await.unwrap();
+    assert!(!queue::lock_claim(&mut tx, &abandoned).await.unwrap());
+}
+
+#[sqlx::test]
+async fn two_workers_share_the_queue_and_fetch_each_code_once(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    for i in 0..30 {
+        let id = format!("ac_{i}");
+        Mock::given(path("/access_codes/get"))
+            .and(query_param("access_code_id", id.as_str()))
+            .respond_with(found(code_json(&id, "set", json!([]), json!([]))).set_delay(Duration::from_millis(20)))
+            .expect(1)
+            .mount(&seam)
+            .await;
+    }
+    for i in 0..30 {
+        let event = access_code_event("access_code.set_on_device", &format!("ac_{i}"), "2026-11-25T10:00:00Z");
+        app.deliver(&format!("msg_{i}"), &event.to_string()).await;
+    }
+    let stop = CancellationToken::new();
+    let extra = "[worker]\nconcurrency = 4\npoll_interval_ms = 100";
+    let runs: Vec<_> = (0..2).map(|_| tokio::spawn(worker(&pool, &seam.uri(), extra).0.run(stop.clone()))).collect();
+    wait_for(|| async {
+        let pending = count(&pool, "access_code_refetches").await;
+        let mirrored = count(&pool, "access_codes").await;
+        (pending == 0 && mirrored == 30).then_some(())
+    })
+    .await;
+    stop.cancel();
+    for run in runs {
+        run.await.unwrap();
+    }
+    assert_eq!(seam_calls(&seam).await, 30);
+    seam.verify().await;
+}
+
+#[sqlx::test]
+async fn a_running_worker_wakes_on_notify_and_stops_gracefully(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    seam_answers(
+        &seam,
+        "ac_1",
+        found(code_json("ac_1", "set", json!([]), json!([]))).set_delay(Duration::from_millis(500)),
+    )
+    .await;
+    // Polling is an hour apart: only NOTIFY can wake it in time.
+    let (worker, _) = worker(&pool, &seam.uri(), "[worker]\npoll_interval_ms = 3600000");
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    wait_for(|| async {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (listening == 1).then_some(())
+    })
+    .await;
+    app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
+        .await;
+    wait_for(|| async { (seam_calls(&seam).await == 1).then_some(()) }).await;
+    // Stop while the fetch is in flight: it is finished, not lost.
+    stop.cancel();
+    run.await.unwrap();
+    assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
+    assert_eq!(count(&pool, "access_code_refetches").await, 0);
+}
+
+/// Polls `check` until it yields a value; fails after a generous deadline.
+async fn wait_for<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
