@@ -13,7 +13,8 @@ CREATE TABLE seam_events (
     action          text NOT NULL CHECK (action IN ('refetch', 'ignored')),
     -- The event as received, PIN redacted unless store_pins is on.
     payload         jsonb NOT NULL,
-    received_at     timestamptz NOT NULL DEFAULT now(),
+    -- When the delivery was stored (clock time, not transaction start).
+    received_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );

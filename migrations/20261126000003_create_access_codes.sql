@@ -27,7 +27,8 @@ CREATE TABLE access_codes (
     -- overwrites a newer one.
     fetched_at              timestamptz NOT NULL,
     created_at              timestamptz NOT NULL DEFAULT now(),
-    updated_at              timestamptz NOT NULL DEFAULT now()
+    -- When the row was last written (clock time, not transaction start).
+    updated_at              timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
 CREATE INDEX access_codes_device_idx ON access_codes (device_id);

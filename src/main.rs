@@ -26,7 +26,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load() {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let settings = Settings::load().and_then(|settings| {
+        if matches!(command, Command::Serve) {
+            settings.check_secrets()?;
+        }
+        Ok(settings)
+    });
+    let settings = match settings {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("seam-access-sync: {e:#}");
@@ -34,7 +41,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.log);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
     };

@@ -112,7 +112,7 @@ pub async fn apply(
                     last_event_id = EXCLUDED.last_event_id,
                     last_event_type = EXCLUDED.last_event_type,
                     last_event_occurred_at = EXCLUDED.last_event_occurred_at,
-                    fetched_at = EXCLUDED.fetched_at, updated_at = now()
+                    fetched_at = EXCLUDED.fetched_at, updated_at = clock_timestamp()
                 "#,
             )
             .bind(&claim.access_code_id)
@@ -152,7 +152,7 @@ pub async fn apply(
                     last_event_id = EXCLUDED.last_event_id,
                     last_event_type = EXCLUDED.last_event_type,
                     last_event_occurred_at = EXCLUDED.last_event_occurred_at,
-                    fetched_at = EXCLUDED.fetched_at, updated_at = now()
+                    fetched_at = EXCLUDED.fetched_at, updated_at = clock_timestamp()
                 "#,
             )
             .bind(&claim.access_code_id)

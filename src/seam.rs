@@ -194,8 +194,15 @@ fn describe_transport_error(e: reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    // Without the URL: the kind and cause are what an operator needs.
-    format!("{kind}: {}", e.without_url())
+    // The causes, without the URL: reqwest's own message hides why it failed.
+    let mut text = kind.to_owned();
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
 }
 
 #[cfg(test)]
