@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -17,13 +19,15 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::api::ApiTokens;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{RetentionSettings, Settings};
 use crate::health::{self, SeamKeyStatus};
+use crate::metrics::{HttpLabels, Metrics};
 use crate::seam::SeamClient;
 use crate::signature::{Verifier, WebhookSecrets};
 use crate::worker::Worker;
-use crate::{db, webhook};
+use crate::{admin, api, db, metrics, webhook};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -32,18 +36,33 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub clock: Arc<dyn Clock>,
     pub key_status: SeamKeyStatus,
+    pub metrics: Arc<Metrics>,
+    /// None: the read API is off.
+    pub api_tokens: Option<ApiTokens>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    let mut router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::serve));
     if state.settings.server.run_mode.runs_endpoint() {
         router = router.route("/webhooks/seam", post(webhook::receive));
     }
+    if let Some(tokens) = state.api_tokens.clone() {
+        let protected = Router::new()
+            .route("/v1/access_codes", get(api::list_access_codes))
+            .route("/v1/access_codes/{access_code_id}", get(api::get_access_code))
+            .route_layer(middleware::from_fn_with_state(tokens, api::require_token));
+        router = router.merge(protected).route("/v1/openapi.json", get(api::openapi));
+    }
     let timeout = state.settings.server.request_timeout();
+    let metrics = state.metrics.clone();
     router
         .with_state(state)
+        .layer(middleware::from_fn_with_state(metrics, record_latency))
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(
@@ -62,6 +81,36 @@ pub fn router(state: AppState) -> Router {
         ]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Observes each request's latency under its route template (bounded labels).
+async fn record_latency(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    let labels = HttpLabels { method, route, status: response.status().as_u16() };
+    metrics.http_request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Prunes old events every `prune_interval_seconds` until shutdown.
+async fn prune_events(pool: PgPool, retention: RetentionSettings, shutdown: CancellationToken) {
+    if retention.events_days == 0 {
+        return;
+    }
+    let every = std::time::Duration::from_secs(retention.prune_interval_seconds.max(1));
+    loop {
+        match admin::prune_events(&pool, retention.events_days).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, days = retention.events_days, "pruned old events"),
+            Err(e) => tracing::warn!(error = %e, "pruning old events failed; will try again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// A built service: bound, connected, migrated, ready to run.
@@ -93,13 +142,16 @@ impl Application {
             if settings.server.run_mode.runs_endpoint() { settings.webhook_secrets()? } else { WebhookSecrets::none() };
         let verifier = Arc::new(Verifier::new(secrets, settings.webhook.tolerance_seconds));
         let key_status = SeamKeyStatus::default();
+        let metrics = Arc::new(Metrics::new());
         let worker = if settings.server.run_mode.runs_worker() {
             let seam = SeamClient::new(&settings.seam)?;
-            Some(Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, key_status.clone()))
+            let (worker_settings, store_pins) = (settings.worker.clone(), settings.store_pins);
+            Some(Worker::new(pool.clone(), seam, worker_settings, store_pins, key_status.clone(), metrics.clone()))
         } else {
             None
         };
-        let state = AppState { pool, settings: Arc::new(settings), verifier, clock, key_status };
+        let api_tokens = ApiTokens::new(&settings.api_tokens());
+        let state = AppState { pool, settings: Arc::new(settings), verifier, clock, key_status, metrics, api_tokens };
         Ok(Application { listener, state, worker })
     }
 
@@ -121,7 +173,10 @@ impl Application {
             run_mode = ?state.settings.server.run_mode,
             "seam-access-sync listening"
         );
-        let worker = worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
+        let worker = worker.map(|worker| {
+            tokio::spawn(prune_events(pool.clone(), state.settings.retention.clone(), shutdown.clone()));
+            tokio::spawn(worker.run(shutdown.clone()))
+        });
         let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;
         shutdown.cancel();

@@ -24,6 +24,7 @@ const SEAM_ENV_NAMES: &[(&str, &str)] = &[
     ("SEAM_WEBHOOK_SECRET", "webhook.secret"),
     ("SEAM_API_URL", "seam.api_url"),
     ("LISTEN_ADDR", "server.listen_addr"),
+    ("API_TOKEN", "api.tokens"),
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,7 +35,21 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub seam: SeamSettings,
     pub worker: WorkerSettings,
+    pub api: ApiSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    pub tokens: SecretString,
+    pub max_page_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    pub events_days: u32,
+    pub prune_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -158,7 +173,24 @@ impl Settings {
         if self.worker.lease_seconds * 1000 <= self.seam.timeout_ms {
             bail!("worker.lease_seconds must be longer than seam.timeout_ms, or a slow fetch loses its claim");
         }
+        if self.retention.events_days == 1 {
+            bail!("retention.events_days must be 0 (keep) or at least 2: Svix retries for about 28 hours");
+        }
+        if self.api.max_page_size == 0 {
+            bail!("api.max_page_size must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The read API's bearer tokens; empty when the read API is off.
+    pub fn api_tokens(&self) -> Vec<String> {
+        self.api
+            .tokens
+            .expose_secret()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Fail closed: the secrets the chosen run mode needs must be present and well

@@ -4,13 +4,17 @@
 //! Data flows one way: request → [`signature`] → [`event`] → [`intake`] (persist +
 //! [`queue`]) → [`worker`] → [`seam`] (fetch) → [`mirror`] (store).
 
+pub mod admin;
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod event;
 pub mod health;
 pub mod intake;
+pub mod metrics;
 pub mod mirror;
 pub mod queue;
 pub mod seam;

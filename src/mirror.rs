@@ -6,6 +6,10 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 
 use crate::event::{CodeEndpoint, parse_time, redact_pin};
+
+/// Notified, in the same transaction, whenever a code's status, warnings or
+/// errors change or it is deleted: `LISTEN access_code_changed`.
+pub const CHANGE_CHANNEL: &str = "access_code_changed";
 use crate::queue::{Claim, EventRef};
 use crate::seam::FetchedCode;
 
@@ -193,6 +197,20 @@ pub async fn apply(
         .bind(fetched_at)
         .execute(&mut *conn)
         .await?;
+        let payload = serde_json::json!({
+            "access_code_id": claim.access_code_id,
+            "change": kind.as_str(),
+            "previous_status": previous_status,
+            "status": status,
+            "warnings": warnings.as_array().map_or(0, Vec::len),
+            "errors": errors.as_array().map_or(0, Vec::len),
+            "event_type": event.event_type,
+        });
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGE_CHANNEL)
+            .bind(payload.to_string())
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(Applied::Stored { change, previous_status, status })
 }

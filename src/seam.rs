@@ -66,7 +66,8 @@ pub enum FetchOutcome {
     /// 404: the code no longer exists (removed, expired, deleted). An ending.
     Gone,
     /// 429, 5xx, timeouts, connection errors, unreadable 200s: try again later.
-    Transient { reason: String, retry_after: Option<Duration> },
+    /// `status` is None when no answer came.
+    Transient { reason: String, retry_after: Option<Duration>, status: Option<u16> },
     /// 401/403: the API key is wrong. Keep the work; an operator must fix the key.
     KeyRejected { status: u16, message: String },
     /// Any other 4xx: retrying will not help.
@@ -82,6 +83,16 @@ impl FetchOutcome {
             FetchOutcome::Transient { .. } => "transient",
             FetchOutcome::KeyRejected { .. } => "key_rejected",
             FetchOutcome::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// The HTTP status Seam answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchOutcome::Found(_) => Some(200),
+            FetchOutcome::Gone => Some(404),
+            FetchOutcome::Transient { status, .. } => *status,
+            FetchOutcome::KeyRejected { status, .. } | FetchOutcome::Rejected { status, .. } => Some(*status),
         }
     }
 }
@@ -121,13 +132,22 @@ impl SeamClient {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(e) => return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after: None },
+            Err(e) => {
+                return FetchOutcome::Transient {
+                    reason: describe_transport_error(e),
+                    retry_after: None,
+                    status: None,
+                };
+            }
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = match response.bytes().await {
             Ok(body) => body,
-            Err(e) => return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after },
+            Err(e) => {
+                let status = Some(status.as_u16());
+                return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after, status };
+            }
         };
         classify(status, &body, retry_after, access_code_id)
     }
@@ -135,13 +155,22 @@ impl SeamClient {
 
 fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>, access_code_id: &str) -> FetchOutcome {
     match status.as_u16() {
-        200 => parse_found(body, access_code_id)
-            .unwrap_or_else(|reason| FetchOutcome::Transient { reason, retry_after: None }),
+        200 => parse_found(body, access_code_id).unwrap_or_else(|reason| FetchOutcome::Transient {
+            reason,
+            retry_after: None,
+            status: Some(200),
+        }),
         404 => FetchOutcome::Gone,
         401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: error_message(body) },
-        408 | 429 => FetchOutcome::Transient { reason: format!("HTTP {status}"), retry_after },
+        408 | 429 => {
+            FetchOutcome::Transient { reason: format!("HTTP {status}"), retry_after, status: Some(status.as_u16()) }
+        }
         400..=499 => FetchOutcome::Rejected { status: status.as_u16(), body: kept_body(body) },
-        _ => FetchOutcome::Transient { reason: format!("HTTP {status}: {}", error_message(body)), retry_after },
+        _ => FetchOutcome::Transient {
+            reason: format!("HTTP {status}: {}", error_message(body)),
+            retry_after,
+            status: Some(status.as_u16()),
+        },
     }
 }
 

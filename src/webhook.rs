@@ -75,10 +75,22 @@ impl IntoResponse for WebhookError {
     }
 }
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, WebhookError> {
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result = accept(&state, &headers, body).await;
+    state.metrics.delivery(match &result {
+        Ok(stored) => stored.label(),
+        Err(e) => e.code(),
+    });
+    match result {
+        Ok(stored) => (StatusCode::OK, Json(json!({ "status": stored.label() }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Stored, WebhookError> {
     let server = &state.settings.server;
-    let body = read_body(&headers, body, server.max_body_bytes, server.body_read_timeout()).await?;
-    let delivery = state.verifier.verify(&headers, &body, state.clock.now_unix())?;
+    let body = read_body(headers, body, server.max_body_bytes, server.body_read_timeout()).await?;
+    let delivery = state.verifier.verify(headers, &body, state.clock.now_unix())?;
     let event = SeamEvent::parse(&body, state.settings.store_pins)?;
     let stored = intake::store_event(&state.pool, Some(&delivery.message_id), &event)
         .await
@@ -91,11 +103,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
         outcome = stored.label(),
         "webhook stored"
     );
-    let status = match stored {
-        Stored::New => "accepted",
-        Stored::Duplicate => "duplicate",
-    };
-    Ok((StatusCode::OK, Json(json!({ "status": status, "event_id": event.event_id }))).into_response())
+    Ok(stored)
 }
 
 /// Reads at most `limit` bytes: a declared length over the limit is refused before

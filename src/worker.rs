@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerSettings;
 use crate::health::SeamKeyStatus;
-use crate::mirror::{self, Applied, Observed};
+use crate::metrics::{Metrics, SeamLabels};
+use crate::mirror::{self, Applied, ChangeKind, Observed};
 use crate::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
 use crate::seam::{FetchOutcome, SeamClient};
 
@@ -26,6 +27,7 @@ pub struct Worker {
     settings: WorkerSettings,
     store_pins: bool,
     key_status: SeamKeyStatus,
+    metrics: Arc<Metrics>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
@@ -55,10 +57,11 @@ impl Worker {
         settings: WorkerSettings,
         store_pins: bool,
         key_status: SeamKeyStatus,
+        metrics: Arc<Metrics>,
     ) -> Worker {
         let limiter = NonZeroU32::new(settings.max_requests_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
-        Worker { pool, seam, settings, store_pins, key_status, limiter }
+        Worker { pool, seam, settings, store_pins, key_status, metrics, limiter }
     }
 
     /// Claims, fetches and stores one due re-fetch.
@@ -69,7 +72,14 @@ impl Worker {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        let started = std::time::Instant::now();
         let outcome = self.seam.get_access_code(&claim.access_code_id, claim.endpoint()).await;
+        let labels = SeamLabels {
+            endpoint: claim.endpoint().as_str(),
+            outcome: outcome.label(),
+            status: outcome.status().map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        };
+        self.metrics.seam_call(labels, started.elapsed());
         tracing::debug!(access_code_id = %claim.access_code_id, outcome = outcome.label(), attempt = claim.attempts, "fetched");
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
@@ -80,7 +90,7 @@ impl Worker {
                 self.key_status.accepted();
                 self.store(&claim, Observed::Gone).await?
             }
-            FetchOutcome::Transient { reason, retry_after } => {
+            FetchOutcome::Transient { reason, retry_after, .. } => {
                 let failure = if claim.attempts >= self.settings.max_attempts {
                     Failure::DeadLetter
                 } else {
@@ -126,11 +136,22 @@ impl Worker {
         let mut tx = self.pool.begin().await?;
         if !queue::lock_claim(&mut tx, claim).await? {
             tracing::warn!(access_code_id = %claim.access_code_id, "claim lost to another worker; result dropped");
+            self.metrics.worker_error("claim_lost");
             return Ok(TaskResult::ClaimLost);
         }
         let applied = mirror::apply(&mut tx, claim, observed, self.store_pins).await?;
         let completion = queue::complete(&mut tx, claim).await?;
         tx.commit().await?;
+        let lag = (chrono::Utc::now() - claim.first_requested_at).to_std().unwrap_or_default();
+        self.metrics.mirror_lag.observe(lag.as_secs_f64());
+        let written = match &applied {
+            Applied::Stale => "stale",
+            Applied::Stored { change: None, .. } => "unchanged",
+            Applied::Stored { change: Some(ChangeKind::Created), .. } => "created",
+            Applied::Stored { change: Some(ChangeKind::Changed), .. } => "changed",
+            Applied::Stored { change: Some(ChangeKind::Deleted), .. } => "deleted",
+        };
+        self.metrics.mirror_changes.get_or_create(&crate::metrics::OutcomeLabel { outcome: written }).inc();
         if let Applied::Stored { change: Some(change), previous_status, status } = &applied {
             tracing::info!(
                 access_code_id = %claim.access_code_id,
@@ -145,6 +166,7 @@ impl Worker {
 
     async fn fail(&self, claim: &Claim, failure: Failure, error: &str) -> anyhow::Result<TaskResult> {
         if !queue::fail(&self.pool, claim, &failure, error).await? {
+            self.metrics.worker_error("claim_lost");
             return Ok(TaskResult::ClaimLost);
         }
         match &failure {
@@ -199,6 +221,7 @@ impl Worker {
                 Ok(TaskOutcome::EmptyQueue) => poll.mul_f64(rand::rng().random_range(0.8..=1.2)),
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "worker step failed; pausing");
+                    self.metrics.worker_error("step");
                     poll
                 }
             };

@@ -37,6 +37,11 @@ pub struct TestApp {
 /// Settings for tests: the endpoint only (workers are driven by the test), the
 /// test's Seam stand-in, and `extra` TOML on top.
 pub fn settings(seam_url: &str, extra: &str) -> Settings {
+    settings_with(seam_url, &[extra])
+}
+
+/// As `settings`, with several TOML layers (later ones win).
+pub fn settings_with(seam_url: &str, extra: &[&str]) -> Settings {
     let test = format!(
         r#"
         [server]
@@ -52,7 +57,8 @@ pub fn settings(seam_url: &str, extra: &str) -> Settings {
         backoff_max_ms = 60000
         "#
     );
-    Settings::from_toml(&[&test, extra]).expect("test settings")
+    let layers: Vec<&str> = std::iter::once(test.as_str()).chain(extra.iter().copied()).collect();
+    Settings::from_toml(&layers).expect("test settings")
 }
 
 pub async fn spawn_app(pool: PgPool) -> TestApp {
@@ -148,7 +154,8 @@ pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeySta
     let settings = settings(seam_url, extra);
     let status = SeamKeyStatus::default();
     let seam = SeamClient::new(&settings.seam).unwrap();
-    (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone()), status)
+    let metrics = std::sync::Arc::new(seam_access_sync::metrics::Metrics::new());
+    (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone(), metrics), status)
 }
 
 /// Makes every pending re-fetch due now (stands in for waiting out a backoff).

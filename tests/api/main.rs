@@ -1,6 +1,8 @@
 //! One integration-test binary: each module a capability, each test a sentence.
 
 mod helpers;
+mod operations;
+mod read_api;
 mod signature;
 mod webhook;
 mod worker;

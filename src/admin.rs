@@ -1,0 +1,119 @@
+//! What operators do and see: queue status, dead letters, manual re-fetches and
+//! retention. Used by the CLI and by `/metrics`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::event::CodeEndpoint;
+use crate::queue::{self, REFETCH_CHANNEL, RefetchRequest};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QueueStatus {
+    /// Re-fetches not dead-lettered: waiting, backing off or in flight.
+    pub pending: i64,
+    /// Of those, claimed by a worker right now.
+    pub in_flight: i64,
+    /// Of those, due now.
+    pub due: i64,
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub dead_letters: i64,
+    pub last_webhook_at: Option<DateTime<Utc>>,
+    pub last_webhook_age_seconds: Option<f64>,
+    pub mirrored_codes: i64,
+}
+
+pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
+    sqlx::query_as(
+        r#"
+        SELECT
+            count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
+            count(*) FILTER (WHERE dead_lettered_at IS NULL AND claimed_until > now()) AS in_flight,
+            count(*) FILTER (WHERE dead_lettered_at IS NULL AND next_attempt_at <= now()
+                               AND (claimed_until IS NULL OR claimed_until <= now())) AS due,
+            EXTRACT(EPOCH FROM now() - min(first_requested_at) FILTER (WHERE dead_lettered_at IS NULL))::float8
+                AS oldest_pending_age_seconds,
+            count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_letters,
+            (SELECT max(received_at) FROM seam_events) AS last_webhook_at,
+            EXTRACT(EPOCH FROM now() - (SELECT max(received_at) FROM seam_events))::float8 AS last_webhook_age_seconds,
+            (SELECT count(*) FROM access_codes) AS mirrored_codes
+        FROM access_code_refetches
+        "#,
+    )
+    .fetch_one(pool)
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub access_code_id: String,
+    pub endpoint: String,
+    pub attempts: i32,
+    pub dead_lettered_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub last_event_type: Option<String>,
+}
+
+pub async fn dead_letters(pool: &PgPool) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(
+        "SELECT access_code_id, endpoint, attempts, dead_lettered_at, last_error, last_event_type
+         FROM access_code_refetches WHERE dead_lettered_at IS NOT NULL
+         ORDER BY dead_lettered_at, access_code_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Puts dead letters back in the queue, due now: the given ones, or all when
+/// `ids` is None. Returns the ids redriven.
+pub async fn redrive(pool: &PgPool, ids: Option<&[String]>) -> sqlx::Result<Vec<String>> {
+    let mut tx = pool.begin().await?;
+    let redriven: Vec<String> = sqlx::query_scalar(
+        "UPDATE access_code_refetches SET
+             dead_lettered_at = NULL, attempts = 0, next_attempt_at = now(),
+             first_requested_at = now(), updated_at = now()
+         WHERE dead_lettered_at IS NOT NULL AND ($1::text[] IS NULL OR access_code_id = ANY($1))
+         RETURNING access_code_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !redriven.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')").bind(REFETCH_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let mut redriven = redriven;
+    redriven.sort();
+    Ok(redriven)
+}
+
+/// Queues a re-fetch of each code now, as if an event had arrived.
+pub async fn refetch(pool: &PgPool, ids: &[String], endpoint: CodeEndpoint) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    for id in ids {
+        let request = RefetchRequest { access_code_id: id, endpoint, device_id: None, workspace_id: None, event: None };
+        queue::enqueue(&mut tx, &request).await?;
+    }
+    tx.commit().await
+}
+
+/// Deletes stored events received more than `days` days ago, in batches so no
+/// transaction grows large. The mirror and its history are kept. Returns how many.
+pub async fn prune_events(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM seam_events WHERE event_id IN (
+                 SELECT event_id FROM seam_events
+                 WHERE received_at < now() - make_interval(days => $1)
+                 LIMIT 5000)",
+        )
+        .bind(i32::try_from(days).unwrap_or(i32::MAX))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 5000 {
+            return Ok(total);
+        }
+    }
+}

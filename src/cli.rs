@@ -1,0 +1,225 @@
+//! The command line: `serve` (default) and the operator commands.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin;
+use crate::app::Application;
+use crate::config::Settings;
+use crate::db;
+use crate::event::CodeEndpoint;
+
+/// Receives Seam access_code.* webhooks and mirrors each code's status, warnings
+/// and errors in Postgres. Settings: config/*.toml and the environment (README).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook endpoint and/or the worker, per server.run_mode (the default).
+    Serve,
+    /// Create the database if needed, apply pending migrations and exit.
+    Migrate,
+    /// Queue a re-fetch of these access codes now, as if an event had arrived.
+    Refetch(RefetchArgs),
+    /// List or redrive re-fetches that were given up on.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+    /// Show the queue, dead letters and the last webhook seen.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RefetchArgs {
+    /// Seam access code ids.
+    #[arg(required = true, value_name = "ACCESS_CODE_ID")]
+    pub access_code_ids: Vec<String>,
+    /// The codes are unmanaged (fetched from /access_codes/unmanaged/get).
+    #[arg(long)]
+    pub unmanaged: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters with their last error.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back in the queue, due now.
+    Redrive {
+        /// The access code ids to redrive.
+        #[arg(value_name = "ACCESS_CODE_ID", required_unless_present = "all", conflicts_with = "all")]
+        access_code_ids: Vec<String>,
+        /// Redrive every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// What a command ends with: success, a failure to report (exit 1).
+type Outcome = anyhow::Result<()>;
+
+pub async fn run(command: Command, settings: Settings) -> ExitCode {
+    let serving = matches!(command, Command::Serve);
+    let result = match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => migrate(settings).await,
+        Command::Refetch(args) => refetch(settings, args).await,
+        Command::DeadLetters(DeadLetterCommand::List { json }) => list_dead_letters(settings, json).await,
+        Command::DeadLetters(DeadLetterCommand::Redrive { access_code_ids, all }) => {
+            redrive(settings, (!all).then_some(access_code_ids)).await
+        }
+        Command::Status { json } => status(settings, json).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if serving {
+                tracing::error!(error = format!("{e:#}"), "stopped");
+            }
+            eprintln!("seam-access-sync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Outcome {
+    let app = Application::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await
+}
+
+async fn migrate(settings: Settings) -> Outcome {
+    let pool = db::connect(&settings.database).await?;
+    db::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// Operator commands work on an existing, migrated database and never create one.
+async fn existing_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::pool_options(&settings.database)
+        .connect_with(settings.database.connect_options()?)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+    let pending = db::pending_migrations(&pool).await?;
+    anyhow::ensure!(pending == 0, "{pending} migration(s) not applied: run `seam-access-sync migrate` first");
+    Ok(pool)
+}
+
+async fn refetch(settings: Settings, args: RefetchArgs) -> Outcome {
+    if let Some(bad) = args.access_code_ids.iter().find(|id| id.trim().is_empty() || id.len() > 255) {
+        anyhow::bail!("not an access code id: {bad:?}");
+    }
+    let pool = existing_database(&settings).await?;
+    let endpoint = if args.unmanaged { CodeEndpoint::Unmanaged } else { CodeEndpoint::Managed };
+    admin::refetch(&pool, &args.access_code_ids, endpoint).await?;
+    println!("queued {} re-fetch(es)", args.access_code_ids.len());
+    Ok(())
+}
+
+async fn list_dead_letters(settings: Settings, json: bool) -> Outcome {
+    let pool = existing_database(&settings).await?;
+    let letters = admin::dead_letters(&pool).await?;
+    if json {
+        let rows: Vec<_> = letters
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "access_code_id": d.access_code_id, "endpoint": d.endpoint, "attempts": d.attempts,
+                    "dead_lettered_at": d.dead_lettered_at, "last_error": d.last_error,
+                    "last_event_type": d.last_event_type,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if letters.is_empty() {
+        println!("no dead letters");
+        return Ok(());
+    }
+    println!("{:<40} {:>8}  {:<20}  last error", "access_code_id", "attempts", "dead since");
+    for d in &letters {
+        let error: String = d.last_error.as_deref().unwrap_or("").chars().take(100).collect();
+        println!(
+            "{:<40} {:>8}  {:<20}  {}",
+            d.access_code_id,
+            d.attempts,
+            d.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
+            error.replace('\n', " ")
+        );
+    }
+    println!("{} dead letter(s); redrive with `seam-access-sync dead-letters redrive <id>|--all`", letters.len());
+    Ok(())
+}
+
+async fn redrive(settings: Settings, ids: Option<Vec<String>>) -> Outcome {
+    let pool = existing_database(&settings).await?;
+    let redriven = admin::redrive(&pool, ids.as_deref()).await?;
+    println!("redrove {} dead letter(s)", redriven.len());
+    if let Some(asked) = ids {
+        let missing: Vec<&String> = asked.iter().filter(|id| !redriven.contains(id)).collect();
+        anyhow::ensure!(missing.is_empty(), "not dead letters: {missing:?}");
+    }
+    Ok(())
+}
+
+async fn status(settings: Settings, json: bool) -> Outcome {
+    let pool = existing_database(&settings).await?;
+    let s = admin::queue_status(&pool).await?;
+    if json {
+        let body = serde_json::json!({
+            "pending": s.pending, "in_flight": s.in_flight, "due": s.due,
+            "oldest_pending_age_seconds": s.oldest_pending_age_seconds, "dead_letters": s.dead_letters,
+            "last_webhook_at": s.last_webhook_at, "mirrored_codes": s.mirrored_codes,
+        });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let seconds = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} s"));
+    println!("pending re-fetches  {} ({} in flight, {} due now)", s.pending, s.in_flight, s.due);
+    println!("oldest pending      {}", seconds(s.oldest_pending_age_seconds));
+    println!("dead letters        {}", s.dead_letters);
+    match s.last_webhook_at {
+        Some(at) => println!("last webhook        {} ({} ago)", at.to_rfc3339(), seconds(s.last_webhook_age_seconds)),
+        None => println!("last webhook        never"),
+    }
+    println!("mirrored codes      {}", s.mirrored_codes);
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C starts a graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received; finishing work in flight");
+    shutdown.cancel();
+}
