@@ -31,6 +31,13 @@ pub enum Command {
     /// List or redrive re-fetches that were given up on.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// Exit 0 when the running service answers /readyz with 200 (for container
+    /// healthchecks; the image has no curl).
+    Healthcheck {
+        /// Where the service listens; default: server.listen_addr (0.0.0.0 → 127.0.0.1).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Show the queue, dead letters and the last webhook seen.
     Status {
         /// Print JSON instead of text.
@@ -82,6 +89,7 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
             redrive(settings, (!all).then_some(access_code_ids)).await
         }
         Command::Status { json } => status(settings, json).await,
+        Command::Healthcheck { url } => healthcheck(settings, url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,6 +207,26 @@ async fn status(settings: Settings, json: bool) -> Outcome {
         None => println!("last webhook        never"),
     }
     println!("mirrored codes      {}", s.mirrored_codes);
+    Ok(())
+}
+
+async fn healthcheck(settings: Settings, url: Option<String>) -> Outcome {
+    let url = url.unwrap_or_else(|| {
+        let addr = settings.server.listen_addr.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+        format!("http://{addr}/readyz")
+    });
+    crate::install_tls_provider();
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url} did not answer: {e}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+    println!("ready");
     Ok(())
 }
 

@@ -285,3 +285,20 @@ async fn the_worker_process_prunes_on_its_own(pool: PgPool) {
     };
     tokio::time::timeout(Duration::from_secs(20), pruned).await.expect("pruned at start");
 }
+
+#[sqlx::test]
+async fn healthcheck_exits_0_only_when_the_service_is_ready(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    // The app runs on this test's runtime: wait for the binary off it.
+    let url = format!("{}/readyz", app.address);
+    let ready = tokio::task::spawn_blocking({
+        let pool = pool.clone();
+        move || cli(&pool, &["healthcheck", "--url", &url])
+    })
+    .await
+    .unwrap();
+    assert!(ready.status.success(), "{ready:?}");
+    let closed = cli(&pool, &["healthcheck", "--url", "http://127.0.0.1:9/readyz"]);
+    assert_eq!(closed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&closed.stderr).contains("did not answer"));
+}
