@@ -20,23 +20,40 @@ pub struct QueueStatus {
     pub last_webhook_at: Option<DateTime<Utc>>,
     pub last_webhook_age_seconds: Option<f64>,
     pub mirrored_codes: i64,
+    pub catch_up_high_water_mark: Option<DateTime<Utc>>,
+    pub catch_up_mark_age_seconds: Option<f64>,
+    pub catch_up_last_success_at: Option<DateTime<Utc>>,
+    pub catch_up_success_age_seconds: Option<f64>,
+    pub catch_up_last_events_found: i32,
+    pub catch_up_last_events_new: i32,
+    pub catch_up_last_error: Option<String>,
 }
 
 pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
     sqlx::query_as(
         r#"
-        SELECT
-            count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
-            count(*) FILTER (WHERE dead_lettered_at IS NULL AND claimed_until > now()) AS in_flight,
-            count(*) FILTER (WHERE dead_lettered_at IS NULL AND next_attempt_at <= now()
-                               AND (claimed_until IS NULL OR claimed_until <= now())) AS due,
-            EXTRACT(EPOCH FROM now() - min(first_requested_at) FILTER (WHERE dead_lettered_at IS NULL))::float8
-                AS oldest_pending_age_seconds,
-            count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_letters,
+        SELECT q.*,
             (SELECT max(received_at) FROM seam_events) AS last_webhook_at,
             EXTRACT(EPOCH FROM now() - (SELECT max(received_at) FROM seam_events))::float8 AS last_webhook_age_seconds,
-            (SELECT count(*) FROM access_codes) AS mirrored_codes
-        FROM access_code_refetches
+            (SELECT count(*) FROM access_codes) AS mirrored_codes,
+            c.high_water_mark AS catch_up_high_water_mark,
+            EXTRACT(EPOCH FROM now() - c.high_water_mark)::float8 AS catch_up_mark_age_seconds,
+            c.last_success_at AS catch_up_last_success_at,
+            EXTRACT(EPOCH FROM now() - c.last_success_at)::float8 AS catch_up_success_age_seconds,
+            c.last_events_found AS catch_up_last_events_found,
+            c.last_events_new AS catch_up_last_events_new,
+            c.last_error AS catch_up_last_error
+        FROM (
+            SELECT
+                count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
+                count(*) FILTER (WHERE dead_lettered_at IS NULL AND claimed_until > now()) AS in_flight,
+                count(*) FILTER (WHERE dead_lettered_at IS NULL AND next_attempt_at <= now()
+                                   AND (claimed_until IS NULL OR claimed_until <= now())) AS due,
+                EXTRACT(EPOCH FROM now() - min(first_requested_at) FILTER (WHERE dead_lettered_at IS NULL))::float8
+                    AS oldest_pending_age_seconds,
+                count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_letters
+            FROM access_code_refetches
+        ) q, catch_up_state c
         "#,
     )
     .fetch_one(pool)
@@ -88,12 +105,37 @@ pub async fn redrive(pool: &PgPool, ids: Option<&[String]>) -> sqlx::Result<Vec<
 
 /// Queues a re-fetch of each code now, as if an event had arrived.
 pub async fn refetch(pool: &PgPool, ids: &[String], endpoint: CodeEndpoint) -> sqlx::Result<()> {
+    let codes: Vec<(String, CodeEndpoint)> = ids.iter().map(|id| (id.clone(), endpoint)).collect();
+    refetch_each(pool, &codes).await
+}
+
+/// Queues a re-fetch of each code, each from its own endpoint, in one transaction.
+pub async fn refetch_each(pool: &PgPool, codes: &[(String, CodeEndpoint)]) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    for id in ids {
-        let request = RefetchRequest { access_code_id: id, endpoint, device_id: None, workspace_id: None, event: None };
+    for (id, endpoint) in codes {
+        let request = RefetchRequest {
+            access_code_id: id,
+            endpoint: *endpoint,
+            device_id: None,
+            workspace_id: None,
+            event: None,
+        };
         queue::enqueue(&mut tx, &request).await?;
     }
     tx.commit().await
+}
+
+/// Every code that still exists in the mirror, with the endpoint that serves it.
+pub async fn existing_codes(pool: &PgPool) -> sqlx::Result<Vec<(String, CodeEndpoint)>> {
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT access_code_id, is_managed FROM access_codes WHERE deleted_at IS NULL ORDER BY access_code_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, managed)| (id, if managed { CodeEndpoint::Managed } else { CodeEndpoint::Unmanaged }))
+        .collect())
 }
 
 /// Deletes stored events received more than `days` days ago, in batches so no

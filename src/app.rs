@@ -20,6 +20,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api::ApiTokens;
+use crate::catchup::CatchUp;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{RetentionSettings, Settings};
 use crate::health::{self, SeamKeyStatus};
@@ -27,7 +28,7 @@ use crate::metrics::{HttpLabels, Metrics};
 use crate::seam::SeamClient;
 use crate::signature::{Verifier, WebhookSecrets};
 use crate::worker::Worker;
-use crate::{admin, api, db, metrics, webhook};
+use crate::{admin, api, db, metrics, sweep, webhook};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -118,6 +119,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     worker: Option<Worker>,
+    catch_up: Option<CatchUp>,
 }
 
 impl Application {
@@ -143,16 +145,27 @@ impl Application {
         let verifier = Arc::new(Verifier::new(secrets, settings.webhook.tolerance_seconds));
         let key_status = SeamKeyStatus::default();
         let metrics = Arc::new(Metrics::new());
-        let worker = if settings.server.run_mode.runs_worker() {
+        let (worker, catch_up) = if settings.server.run_mode.runs_worker() {
             let seam = SeamClient::new(&settings.seam)?;
             let (worker_settings, store_pins) = (settings.worker.clone(), settings.store_pins);
-            Some(Worker::new(pool.clone(), seam, worker_settings, store_pins, key_status.clone(), metrics.clone()))
+            let worker = Worker::new(
+                pool.clone(),
+                seam.clone(),
+                worker_settings,
+                store_pins,
+                key_status.clone(),
+                metrics.clone(),
+            );
+            let catch_up_settings = settings.catch_up.clone();
+            let catch_up =
+                CatchUp::new(pool.clone(), seam, catch_up_settings, store_pins, key_status.clone(), metrics.clone());
+            (Some(worker), Some(catch_up))
         } else {
-            None
+            (None, None)
         };
         let api_tokens = ApiTokens::new(&settings.api_tokens());
         let state = AppState { pool, settings: Arc::new(settings), verifier, clock, key_status, metrics, api_tokens };
-        Ok(Application { listener, state, worker })
+        Ok(Application { listener, state, worker, catch_up })
     }
 
     pub fn port(&self) -> u16 {
@@ -166,17 +179,21 @@ impl Application {
     /// Serves until `shutdown` fires: then stops accepting, finishes requests and
     /// fetches in flight, and closes the pool.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, worker } = self;
+        let Application { listener, state, worker, catch_up } = self;
         let pool = state.pool.clone();
         tracing::info!(
             addr = %listener.local_addr()?,
             run_mode = ?state.settings.server.run_mode,
             "seam-access-sync listening"
         );
-        let worker = worker.map(|worker| {
+        // The worker process also runs the background jobs: catch-up, sweeps, pruning.
+        if let Some(catch_up) = catch_up {
+            tokio::spawn(catch_up.run(shutdown.clone()));
+            let (sweep, metrics) = (state.settings.sweep.clone(), state.metrics.clone());
+            tokio::spawn(sweep::run(pool.clone(), sweep, metrics, shutdown.clone()));
             tokio::spawn(prune_events(pool.clone(), state.settings.retention.clone(), shutdown.clone()));
-            tokio::spawn(worker.run(shutdown.clone()))
-        });
+        }
+        let worker = worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
         let server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;
         shutdown.cancel();

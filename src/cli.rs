@@ -28,6 +28,16 @@ pub enum Command {
     Migrate,
     /// Queue a re-fetch of these access codes now, as if an event had arrived.
     Refetch(RefetchArgs),
+    /// Re-fetch every code the mirror holds (not deleted): after a restore or a long
+    /// outage. Queues them at --rate per second; the running workers fetch them.
+    Reconcile {
+        /// Every non-deleted code (required: a full re-sync is deliberate).
+        #[arg(long, required = true)]
+        all: bool,
+        /// Codes queued per second.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: u32,
+    },
     /// List or redrive re-fetches that were given up on.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -89,6 +99,7 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
             redrive(settings, (!all).then_some(access_code_ids)).await
         }
         Command::Status { json } => status(settings, json).await,
+        Command::Reconcile { all: _, rate } => reconcile(settings, rate).await,
         Command::Healthcheck { url } => healthcheck(settings, url).await,
     };
     match result {
@@ -136,6 +147,23 @@ async fn refetch(settings: Settings, args: RefetchArgs) -> Outcome {
     let endpoint = if args.unmanaged { CodeEndpoint::Unmanaged } else { CodeEndpoint::Managed };
     admin::refetch(&pool, &args.access_code_ids, endpoint).await?;
     println!("queued {} re-fetch(es)", args.access_code_ids.len());
+    Ok(())
+}
+
+async fn reconcile(settings: Settings, rate: u32) -> Outcome {
+    let pool = existing_database(&settings).await?;
+    let codes = admin::existing_codes(&pool).await?;
+    let total = codes.len();
+    let mut queued = 0;
+    for (i, batch) in codes.chunks(rate as usize).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        admin::refetch_each(&pool, batch).await?;
+        queued += batch.len();
+        println!("queued {queued}/{total}");
+    }
+    println!("queued {total} code(s) for a re-fetch; the running workers fetch them (watch `seam-access-sync status`)");
     Ok(())
 }
 
@@ -194,6 +222,11 @@ async fn status(settings: Settings, json: bool) -> Outcome {
             "pending": s.pending, "in_flight": s.in_flight, "due": s.due,
             "oldest_pending_age_seconds": s.oldest_pending_age_seconds, "dead_letters": s.dead_letters,
             "last_webhook_at": s.last_webhook_at, "mirrored_codes": s.mirrored_codes,
+            "catch_up": {
+                "high_water_mark": s.catch_up_high_water_mark, "last_success_at": s.catch_up_last_success_at,
+                "last_events_found": s.catch_up_last_events_found, "last_events_new": s.catch_up_last_events_new,
+                "last_error": s.catch_up_last_error,
+            },
         });
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -207,6 +240,20 @@ async fn status(settings: Settings, json: bool) -> Outcome {
         None => println!("last webhook        never"),
     }
     println!("mirrored codes      {}", s.mirrored_codes);
+    match s.catch_up_last_success_at {
+        Some(at) => println!(
+            "catch-up            last success {} ({} ago): {} event(s) found, {} new; newest event {}",
+            at.to_rfc3339(),
+            seconds(s.catch_up_success_age_seconds),
+            s.catch_up_last_events_found,
+            s.catch_up_last_events_new,
+            s.catch_up_high_water_mark.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+        ),
+        None => println!("catch-up            never ran"),
+    }
+    if let Some(error) = &s.catch_up_last_error {
+        println!("catch-up error      {error}");
+    }
     Ok(())
 }
 

@@ -35,9 +35,27 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub seam: SeamSettings,
     pub worker: WorkerSettings,
+    pub catch_up: CatchUpSettings,
+    pub sweep: SweepSettings,
     pub api: ApiSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatchUpSettings {
+    pub interval_seconds: u64,
+    pub overlap_seconds: u64,
+    pub initial_lookback_hours: u64,
+    pub page_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SweepSettings {
+    pub interval_seconds: u64,
+    pub stuck_after_seconds: u64,
+    pub stuck_max_interval_seconds: u64,
+    pub time_bound_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +193,9 @@ impl Settings {
         }
         if self.retention.events_days == 1 {
             bail!("retention.events_days must be 0 (keep) or at least 2: Svix retries for about 28 hours");
+        }
+        if self.catch_up.page_limit == 0 {
+            bail!("catch_up.page_limit must be at least 1");
         }
         if self.api.max_page_size == 0 {
             bail!("api.max_page_size must be at least 1");

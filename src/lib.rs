@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod catchup;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod mirror;
 pub mod queue;
 pub mod seam;
 pub mod signature;
+pub mod sweep;
 pub mod telemetry;
 pub mod webhook;
 pub mod worker;

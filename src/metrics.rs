@@ -55,6 +55,11 @@ pub struct Metrics {
     pub mirror_lag: Histogram,
     pub mirror_changes: Family<OutcomeLabel, Counter>,
     pub worker_errors: Family<KindLabel, Counter>,
+    pub catch_up_runs: Family<KindLabel, Counter>,
+    pub catch_up_events: Family<KindLabel, Counter>,
+    pub sweep_refetches: Family<KindLabel, Counter>,
+    catch_up_mark_age: Gauge<f64, AtomicU64>,
+    catch_up_success_age: Gauge<f64, AtomicU64>,
     refetches_pending: Gauge,
     refetches_in_flight: Gauge,
     oldest_pending_age: Gauge<f64, AtomicU64>,
@@ -116,6 +121,36 @@ impl Metrics {
             "Worker failures that are not Seam's answers: step (database), claim_lost",
             worker_errors.clone(),
         );
+        let catch_up_runs = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "catch_up_runs",
+            "Catch-up runs from Seam's event log by kind: completed, skipped (another replica), failed",
+            catch_up_runs.clone(),
+        );
+        let catch_up_events = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "catch_up_events",
+            "access_code.* events found by catch-up, by kind: new (no webhook brought them) or seen",
+            catch_up_events.clone(),
+        );
+        let sweep_refetches = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "sweep_refetches",
+            "Re-fetches queued by sweeps, by kind: stuck, time_bound",
+            sweep_refetches.clone(),
+        );
+        let catch_up_mark_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "catch_up_high_water_mark_age_seconds",
+            "Age of the newest event catch-up has seen in Seam's log (-1: none yet)",
+            catch_up_mark_age.clone(),
+        );
+        let catch_up_success_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "catch_up_last_success_age_seconds",
+            "Since the last successful catch-up run (-1: none yet)",
+            catch_up_success_age.clone(),
+        );
         let refetches_pending = Gauge::default();
         registry.register("refetches_pending", "Re-fetches waiting or in flight (not dead)", refetches_pending.clone());
         let refetches_in_flight = Gauge::default();
@@ -147,6 +182,11 @@ impl Metrics {
             mirror_lag,
             mirror_changes,
             worker_errors,
+            catch_up_runs,
+            catch_up_events,
+            sweep_refetches,
+            catch_up_mark_age,
+            catch_up_success_age,
             refetches_pending,
             refetches_in_flight,
             oldest_pending_age,
@@ -176,6 +216,8 @@ impl Metrics {
         self.oldest_pending_age.set(queue.oldest_pending_age_seconds.unwrap_or(0.0));
         self.dead_letters.set(queue.dead_letters);
         self.last_webhook_age.set(queue.last_webhook_age_seconds.unwrap_or(-1.0));
+        self.catch_up_mark_age.set(queue.catch_up_mark_age_seconds.unwrap_or(-1.0));
+        self.catch_up_success_age.set(queue.catch_up_success_age_seconds.unwrap_or(-1.0));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
         Ok(text)

@@ -103,11 +103,13 @@ pub async fn apply(
                 INSERT INTO access_codes AS a
                     (access_code_id, device_id, workspace_id, name, type, status, is_managed,
                      starts_at, ends_at, warnings, errors, code, access_code, deleted_at,
-                     last_event_id, last_event_type, last_event_occurred_at, fetched_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15, $16, $17)
+                     last_event_id, last_event_type, last_event_occurred_at, fetched_at, status_changed_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15, $16, $17, $17)
                 ON CONFLICT (access_code_id) DO UPDATE SET
                     device_id = COALESCE(EXCLUDED.device_id, a.device_id),
                     workspace_id = COALESCE(EXCLUDED.workspace_id, a.workspace_id),
+                    status_changed_at = CASE WHEN a.status IS DISTINCT FROM EXCLUDED.status
+                                             THEN EXCLUDED.fetched_at ELSE a.status_changed_at END,
                     name = EXCLUDED.name, type = EXCLUDED.type, status = EXCLUDED.status,
                     is_managed = EXCLUDED.is_managed, starts_at = EXCLUDED.starts_at,
                     ends_at = EXCLUDED.ends_at, warnings = EXCLUDED.warnings,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
@@ -102,6 +103,27 @@ struct GetResponse {
     access_code: Value,
 }
 
+#[derive(Deserialize)]
+struct EventsResponse {
+    events: Vec<Value>,
+}
+
+/// Which events `/events/list` returns: created after `since`, or between two times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EventWindow {
+    Since(DateTime<Utc>),
+    Between(DateTime<Utc>, DateTime<Utc>),
+}
+
+/// Why `/events/list` gave nothing usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ListError {
+    #[error("Seam rejected the API key: HTTP {status}: {message}")]
+    KeyRejected { status: u16, message: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
 impl SeamClient {
     pub fn new(settings: &SeamSettings) -> anyhow::Result<SeamClient> {
         crate::install_tls_provider();
@@ -150,6 +172,34 @@ impl SeamClient {
             }
         };
         classify(status, &body, retry_after, access_code_id)
+    }
+}
+
+impl SeamClient {
+    /// `POST /events/list` for one window, at most `limit` events.
+    pub async fn list_events(&self, window: EventWindow, limit: u32) -> Result<Vec<Value>, ListError> {
+        let mut body = serde_json::json!({ "limit": limit });
+        match window {
+            EventWindow::Since(since) => body["since"] = since.to_rfc3339().into(),
+            EventWindow::Between(from, to) => body["between"] = serde_json::json!([from.to_rfc3339(), to.to_rfc3339()]),
+        }
+        let response = self
+            .http
+            .post(format!("{}/events/list", self.base_url))
+            .header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ListError::Failed(describe_transport_error(e)))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ListError::Failed(describe_transport_error(e)))?;
+        match status.as_u16() {
+            200 => serde_json::from_slice::<EventsResponse>(&bytes)
+                .map(|r| r.events)
+                .map_err(|e| ListError::Failed(format!("unreadable /events/list answer: {e}"))),
+            401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: error_message(&bytes) }),
+            _ => Err(ListError::Failed(format!("HTTP {status}: {}", error_message(&bytes)))),
+        }
     }
 }
 

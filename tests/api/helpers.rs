@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use seam_access_sync::app::Application;
+use seam_access_sync::catchup::CatchUp;
 use seam_access_sync::clock::FixedClock;
 use seam_access_sync::config::Settings;
 use seam_access_sync::health::SeamKeyStatus;
@@ -55,6 +56,11 @@ pub fn settings_with(seam_url: &str, extra: &[&str]) -> Settings {
         [worker]
         backoff_base_ms = 1000
         backoff_max_ms = 60000
+        # Background jobs are driven by their own tests.
+        [catch_up]
+        interval_seconds = 0
+        [sweep]
+        interval_seconds = 0
         "#
     );
     let layers: Vec<&str> = std::iter::once(test.as_str()).chain(extra.iter().copied()).collect();
@@ -156,6 +162,17 @@ pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeySta
     let seam = SeamClient::new(&settings.seam).unwrap();
     let metrics = std::sync::Arc::new(seam_access_sync::metrics::Metrics::new());
     (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone(), metrics), status)
+}
+
+/// Catch-up pointed at `seam_url`, for tests to run once at a time.
+pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKeyStatus) {
+    let settings = settings(seam_url, extra);
+    let status = SeamKeyStatus::default();
+    let seam = SeamClient::new(&settings.seam).unwrap();
+    let metrics = std::sync::Arc::new(seam_access_sync::metrics::Metrics::new());
+    let catch_up =
+        CatchUp::new(pool.clone(), seam, settings.catch_up.clone(), settings.store_pins, status.clone(), metrics);
+    (catch_up, status)
 }
 
 /// Makes every pending re-fetch due now (stands in for waiting out a backoff).

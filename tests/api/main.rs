@@ -3,6 +3,7 @@
 mod helpers;
 mod operations;
 mod read_api;
+mod reconcile;
 mod signature;
 mod webhook;
 mod worker;

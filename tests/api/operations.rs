@@ -302,3 +302,28 @@ async fn healthcheck_exits_0_only_when_the_service_is_ready(pool: PgPool) {
     assert_eq!(closed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&closed.stderr).contains("did not answer"));
 }
+
+#[sqlx::test]
+async fn reconcile_all_queues_every_code_that_still_exists(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO access_codes (access_code_id, status, is_managed, fetched_at, deleted_at) VALUES
+            ('ac_1', 'set', true, now(), NULL), ('ac_u', 'set', false, now(), NULL),
+            ('ac_gone', 'set', true, now(), now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let output = cli(&pool, &["reconcile", "--all", "--rate", "1"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("queued 1/2") && text.contains("queued 2/2"), "progress shown: {text}");
+    let queued: Vec<(String, String)> =
+        sqlx::query_as("SELECT access_code_id, endpoint FROM access_code_refetches ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, vec![("ac_1".into(), "managed".into()), ("ac_u".into(), "unmanaged".into())]);
+    assert_eq!(cli(&pool, &["reconcile"]).status.code(), Some(2), "--all is required");
+    let status: Value = serde_json::from_str(&stdout(&cli(&pool, &["status", "--json"]))).unwrap();
+    assert!(status["catch_up"]["last_success_at"].is_null(), "{status}");
+}
