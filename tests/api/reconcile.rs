@@ -196,17 +196,10 @@ fn sweep_settings() -> SweepSettings {
     }
 }
 
-/// A mirror row as a past fetch left it; times are SQL expressions relative to now().
-async fn mirrored(
-    pool: &PgPool,
-    id: &str,
-    status: &str,
-    fetched: &str,
-    changed: &str,
-    kind: &str,
-    starts: &str,
-    ends: &str,
-) {
+/// A mirror row as a past fetch left it; `times` are SQL expressions relative to
+/// now(): fetched_at, status_changed_at, starts_at, ends_at.
+async fn mirrored(pool: &PgPool, id: &str, status: &str, kind: &str, times: [&str; 4]) {
+    let [fetched, changed, starts, ends] = times;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO access_codes (access_code_id, device_id, status, type, fetched_at, status_changed_at, starts_at, ends_at)
          VALUES ('{id}', 'device_1', '{status}', '{kind}', {fetched}, {changed}, {starts}, {ends})"
@@ -219,13 +212,14 @@ async fn mirrored(
 #[sqlx::test]
 async fn a_code_stuck_in_setting_is_refetched_with_backoff(pool: PgPool) {
     let ago = |t: &str| format!("now() - interval '{t}'");
-    mirrored(&pool, "fresh", "setting", &ago("5 minutes"), &ago("5 minutes"), "ongoing", "NULL", "NULL").await;
-    mirrored(&pool, "stuck", "setting", &ago("20 minutes"), &ago("20 minutes"), "ongoing", "NULL", "NULL").await;
-    mirrored(&pool, "removing", "removing", &ago("1 hour"), &ago("1 hour"), "ongoing", "NULL", "NULL").await;
-    mirrored(&pool, "set", "set", &ago("2 days"), &ago("2 days"), "ongoing", "NULL", "NULL").await;
+    mirrored(&pool, "fresh", "setting", "ongoing", [&ago("5 minutes"), &ago("5 minutes"), "NULL", "NULL"]).await;
+    mirrored(&pool, "stuck", "setting", "ongoing", [&ago("20 minutes"), &ago("20 minutes"), "NULL", "NULL"]).await;
+    mirrored(&pool, "removing", "removing", "ongoing", [&ago("1 hour"), &ago("1 hour"), "NULL", "NULL"]).await;
+    mirrored(&pool, "set", "set", "ongoing", [&ago("2 days"), &ago("2 days"), "NULL", "NULL"]).await;
     // Stuck for 10 h: next look after half of that (5 h) since the last fetch.
-    mirrored(&pool, "long_stuck_recent", "setting", &ago("1 hour"), &ago("10 hours"), "ongoing", "NULL", "NULL").await;
-    mirrored(&pool, "long_stuck_due", "unknown", &ago("6 hours"), &ago("10 hours"), "ongoing", "NULL", "NULL").await;
+    mirrored(&pool, "long_stuck_recent", "setting", "ongoing", [&ago("1 hour"), &ago("10 hours"), "NULL", "NULL"])
+        .await;
+    mirrored(&pool, "long_stuck_due", "unknown", "ongoing", [&ago("6 hours"), &ago("10 hours"), "NULL", "NULL"]).await;
 
     let report = sweep_once(&pool, &sweep_settings()).await.unwrap();
     assert_eq!(report, SweepReport { stuck: 3, time_bound: 0 });
@@ -243,11 +237,8 @@ async fn a_stuck_code_ends_set_when_seam_says_so_without_any_event(pool: PgPool)
         &pool,
         "ac_1",
         "setting",
-        "now() - interval '1 hour'",
-        "now() - interval '1 hour'",
         "ongoing",
-        "NULL",
-        "NULL",
+        ["now() - interval '1 hour'", "now() - interval '1 hour'", "NULL", "NULL"],
     )
     .await;
     let seam = seam_with_log(vec![]).await;
@@ -270,11 +261,8 @@ async fn time_bound_codes_are_refetched_after_they_start_and_end(pool: PgPool) {
         &pool,
         "started",
         "unset",
-        &ago("10 minutes"),
-        &ago("1 day"),
         "time_bound",
-        &ago("5 minutes"),
-        &ahead("1 day"),
+        [&ago("10 minutes"), &ago("1 day"), &ago("5 minutes"), &ahead("1 day")],
     )
     .await;
     // Started 10 s ago: within the grace, not yet.
@@ -282,11 +270,8 @@ async fn time_bound_codes_are_refetched_after_they_start_and_end(pool: PgPool) {
         &pool,
         "starting",
         "unset",
-        &ago("1 hour"),
-        &ago("1 day"),
         "time_bound",
-        &ago("10 seconds"),
-        &ahead("1 day"),
+        [&ago("1 hour"), &ago("1 day"), &ago("10 seconds"), &ahead("1 day")],
     )
     .await;
     // Fetched after its start (plus grace): nothing to do.
@@ -294,15 +279,12 @@ async fn time_bound_codes_are_refetched_after_they_start_and_end(pool: PgPool) {
         &pool,
         "running",
         "set",
-        &ago("1 minute"),
-        &ago("1 day"),
         "time_bound",
-        &ago("5 minutes"),
-        &ahead("1 day"),
+        [&ago("1 minute"), &ago("1 day"), &ago("5 minutes"), &ahead("1 day")],
     )
     .await;
     // Ended 2 min ago, last fetched while running: due.
-    mirrored(&pool, "ended", "set", &ago("1 hour"), &ago("1 day"), "time_bound", &ago("2 days"), &ago("2 minutes"))
+    mirrored(&pool, "ended", "set", "time_bound", [&ago("1 hour"), &ago("1 day"), &ago("2 days"), &ago("2 minutes")])
         .await;
     let report = sweep_once(&pool, &sweep_settings()).await.unwrap();
     assert_eq!(report, SweepReport { stuck: 0, time_bound: 2 });
