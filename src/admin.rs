@@ -109,20 +109,24 @@ pub async fn refetch(pool: &PgPool, ids: &[String], endpoint: CodeEndpoint) -> s
     refetch_each(pool, &codes).await
 }
 
-/// Queues a re-fetch of each code, each from its own endpoint, in one transaction.
+/// Queues a re-fetch of each code, each from its own endpoint, in one statement.
 pub async fn refetch_each(pool: &PgPool, codes: &[(String, CodeEndpoint)]) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    for (id, endpoint) in codes {
-        let request = RefetchRequest {
+    let mut unique: Vec<&(String, CodeEndpoint)> = codes.iter().collect();
+    unique.sort_by_key(|(id, _)| id);
+    unique.dedup_by_key(|(id, _)| id);
+    let requests: Vec<RefetchRequest> = unique
+        .into_iter()
+        .map(|(id, endpoint)| RefetchRequest {
             access_code_id: id,
             endpoint: *endpoint,
             device_id: None,
             workspace_id: None,
             event: None,
-        };
-        queue::enqueue(&mut tx, &request).await?;
-    }
-    tx.commit().await
+            requests: 1,
+        })
+        .collect();
+    let mut conn = pool.acquire().await?;
+    queue::enqueue_all(&mut conn, &requests).await
 }
 
 /// Every code that still exists in the mirror, with the endpoint that serves it.

@@ -24,6 +24,7 @@ use crate::catchup::CatchUp;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{RetentionSettings, Settings};
 use crate::health::{self, SeamKeyStatus};
+use crate::intake::IntakeWriter;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::seam::SeamClient;
 use crate::signature::{Verifier, WebhookSecrets};
@@ -38,6 +39,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub key_status: SeamKeyStatus,
     pub metrics: Arc<Metrics>,
+    pub intake: IntakeWriter,
     /// None: the read API is off.
     pub api_tokens: Option<ApiTokens>,
 }
@@ -164,7 +166,10 @@ impl Application {
             (None, None)
         };
         let api_tokens = ApiTokens::new(&settings.api_tokens());
-        let state = AppState { pool, settings: Arc::new(settings), verifier, clock, key_status, metrics, api_tokens };
+        let intake =
+            IntakeWriter::start(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
+        let settings = Arc::new(settings);
+        let state = AppState { pool, settings, verifier, clock, key_status, metrics, intake, api_tokens };
         Ok(Application { listener, state, worker, catch_up })
     }
 

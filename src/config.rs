@@ -95,6 +95,8 @@ pub struct ServerSettings {
     pub body_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub retry_after_seconds: u32,
+    pub intake_writers: usize,
+    pub intake_max_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

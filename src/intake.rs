@@ -1,7 +1,16 @@
-//! Persists one verified event and, for `access_code.*` events, its re-fetch
-//! request, in one transaction: what is acknowledged is never lost.
+//! Persists verified events and, for `access_code.*` events, their re-fetch
+//! requests, in one transaction: what is acknowledged is never lost.
+//!
+//! Concurrent deliveries share a commit (group commit): requests queue for a few
+//! writer tasks; each writer takes everything waiting (up to `max_batch`), stores it
+//! in one transaction, and only after the commit answers each request. An idle
+//! service writes each delivery at once, alone; a busy one pays one commit for many.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::event::{EventAction, SeamEvent};
 use crate::queue::{self, EventRef, RefetchRequest};
@@ -23,53 +32,220 @@ impl Stored {
     }
 }
 
-/// Stores `event`, delivered as `delivery_id` (None for events that did not come
-/// by webhook). Commits before returning.
+/// An event to store and the id of the delivery that brought it (None for events
+/// that did not come by webhook).
+pub struct Incoming<'a> {
+    pub delivery_id: Option<&'a str>,
+    pub event: &'a SeamEvent,
+}
+
+/// Stores one event. Commits before returning.
 pub async fn store_event(pool: &PgPool, delivery_id: Option<&str>, event: &SeamEvent) -> sqlx::Result<Stored> {
-    let action = event.action();
+    let stored = store_events(pool, &[Incoming { delivery_id, event }]).await?;
+    Ok(stored[0])
+}
+
+/// Stores events in one transaction; returns, for each, whether it was new.
+/// Within the batch, the first of several copies of one event is the new one.
+pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result<Vec<Stored>> {
+    // Rows go in in event_id order, so concurrent batches cannot deadlock.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| &batch[i].event.event_id);
+    let events: Vec<&SeamEvent> = order.iter().map(|&i| batch[i].event).collect();
+    let text = |f: &dyn Fn(&SeamEvent) -> Option<String>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
+    let inserted: Vec<String> = sqlx::query_scalar(
         r#"
         INSERT INTO seam_events
             (event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
              occurred_at, action, payload)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        SELECT event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
+               occurred_at, action, payload::jsonb
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::timestamptz[], $8::text[], $9::text[])
+             AS e(event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
+                  occurred_at, action, payload)
         ON CONFLICT DO NOTHING
+        RETURNING event_id
         "#,
     )
-    .bind(&event.event_id)
-    .bind(delivery_id)
-    .bind(&event.event_type)
-    .bind(&event.access_code_id)
-    .bind(&event.device_id)
-    .bind(&event.workspace_id)
-    .bind(event.occurred_at)
-    .bind(match action {
-        EventAction::Refetch { .. } => "refetch",
-        EventAction::Ignore => "ignored",
-    })
-    .bind(sqlx::types::Json(&event.payload))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        return Ok(Stored::Duplicate);
-    }
-    if let EventAction::Refetch { access_code_id, endpoint } = &action {
+    .bind(text(&|e| Some(e.event_id.clone())))
+    .bind(order.iter().map(|&i| batch[i].delivery_id.map(str::to_owned)).collect::<Vec<_>>())
+    .bind(text(&|e| Some(e.event_type.clone())))
+    .bind(text(&|e| e.access_code_id.clone()))
+    .bind(text(&|e| e.device_id.clone()))
+    .bind(text(&|e| e.workspace_id.clone()))
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(text(&|e| {
+        Some(match e.action() {
+            EventAction::Refetch { .. } => "refetch".to_owned(),
+            EventAction::Ignore => "ignored".to_owned(),
+        })
+    }))
+    .bind(text(&|e| Some(e.payload.to_string())))
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut fresh: HashSet<String> = inserted.into_iter().collect();
+    let stored: Vec<Stored> =
+        batch.iter().map(|i| if fresh.remove(&i.event.event_id) { Stored::New } else { Stored::Duplicate }).collect();
+    let new_events = batch.iter().zip(&stored).filter(|(_, s)| **s == Stored::New).map(|(i, _)| i.event);
+    queue::enqueue_all(&mut tx, &merge_requests(new_events)).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// One request per code: the count of its events and the newest of them.
+fn merge_requests<'a>(events: impl Iterator<Item = &'a SeamEvent>) -> Vec<RefetchRequest<'a>> {
+    let mut by_code: HashMap<&str, RefetchRequest<'a>> = HashMap::new();
+    for event in events {
+        let EventAction::Refetch { endpoint, .. } = event.action() else { continue };
+        let Some(access_code_id) = event.access_code_id.as_deref() else { continue };
+        let this = EventRef {
+            event_id: Some(event.event_id.clone()),
+            event_type: Some(event.event_type.clone()),
+            occurred_at: event.occurred_at,
+        };
         let request = RefetchRequest {
             access_code_id,
-            endpoint: *endpoint,
+            endpoint,
             device_id: event.device_id.as_deref(),
             workspace_id: event.workspace_id.as_deref(),
-            event: Some(EventRef {
-                event_id: Some(event.event_id.clone()),
-                event_type: Some(event.event_type.clone()),
-                occurred_at: event.occurred_at,
-            }),
+            event: Some(this.clone()),
+            requests: 1,
         };
-        queue::enqueue(&mut tx, &request).await?;
+        match by_code.get_mut(access_code_id) {
+            None => {
+                by_code.insert(access_code_id, request);
+            }
+            Some(merged) => {
+                merged.requests += 1;
+                merged.device_id = request.device_id.or(merged.device_id);
+                merged.workspace_id = request.workspace_id.or(merged.workspace_id);
+                if !merged.event.as_ref().is_some_and(|kept| kept.is_newer_than(&this)) {
+                    merged.endpoint = endpoint;
+                    merged.event = Some(this);
+                }
+            }
+        }
     }
-    tx.commit().await?;
-    Ok(Stored::New)
+    by_code.into_values().collect()
+}
+
+/// Why a delivery could not be stored; the database's error, shared by a batch.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(Arc<str>);
+
+struct Job {
+    delivery_id: String,
+    event: SeamEvent,
+    reply: oneshot::Sender<Result<Stored, StoreError>>,
+}
+
+/// The group-commit front of `store_events`, shared by every request handler.
+#[derive(Clone)]
+pub struct IntakeWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl IntakeWriter {
+    /// Starts `writers` writer tasks, each committing up to `max_batch` deliveries at
+    /// once. They stop when the last `IntakeWriter` clone is dropped.
+    pub fn start(pool: PgPool, writers: usize, max_batch: usize) -> IntakeWriter {
+        let (jobs, receiver) = mpsc::channel::<Job>(max_batch.max(1) * writers.max(1) * 4);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_batches(pool.clone(), receiver.clone(), max_batch.max(1)));
+        }
+        IntakeWriter { jobs }
+    }
+
+    /// Stores one delivery; returns after its transaction committed.
+    pub async fn store(&self, delivery_id: &str, event: SeamEvent) -> Result<Stored, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { delivery_id: delivery_id.to_owned(), event, reply };
+        let stopped = || StoreError("the intake writer stopped".into());
+        self.jobs.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+    loop {
+        let mut jobs = Vec::with_capacity(max_batch);
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut jobs, max_batch).await == 0 {
+                return;
+            }
+        }
+        let batch: Vec<Incoming> =
+            jobs.iter().map(|job| Incoming { delivery_id: Some(&job.delivery_id), event: &job.event }).collect();
+        let result = match store_events(&pool, &batch).await {
+            // One delivery's bad data must not fail the others that shared its
+            // transaction: store them one by one, so only it is refused.
+            Err(e) if batch.len() > 1 && is_data_error(&e) => {
+                let mut each = Vec::with_capacity(batch.len());
+                for incoming in &batch {
+                    each.push(store_events(&pool, std::slice::from_ref(incoming)).await.map(|s| s[0]));
+                }
+                for (job, stored) in jobs.into_iter().zip(each) {
+                    let _ = job.reply.send(stored.map_err(|e| StoreError(e.to_string().into())));
+                }
+                continue;
+            }
+            result => result,
+        };
+        match result {
+            Ok(stored) => {
+                for (job, stored) in jobs.into_iter().zip(stored) {
+                    let _ = job.reply.send(Ok(stored));
+                }
+            }
+            Err(e) => {
+                let error = StoreError(e.to_string().into());
+                for job in jobs {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// SQLSTATE class 22: the data itself was refused (not the database's state).
+fn is_data_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|code| code.starts_with("22")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, code: &str, occurred_at: Option<&str>, event_type: &str) -> SeamEvent {
+        let mut body = serde_json::json!({"event_id": id, "event_type": event_type, "access_code_id": code});
+        if let Some(at) = occurred_at {
+            body["occurred_at"] = at.into();
+        }
+        SeamEvent::parse(body.to_string().as_bytes(), false).unwrap()
+    }
+
+    #[test]
+    fn requests_merge_per_code_keeping_the_newest_event() {
+        let events = [
+            event("e1", "a", Some("2026-11-25T10:00:02Z"), "access_code.set_on_device"),
+            event("e2", "a", Some("2026-11-25T10:00:01Z"), "access_code.created"),
+            event("e3", "b", None, "access_code.unmanaged.created"),
+            event("e4", "a", Some("2026-11-25T10:00:03Z"), "access_code.unmanaged.converted_to_managed"),
+            event("e5", "x", None, "device.connected"),
+        ];
+        let mut merged = merge_requests(events.iter());
+        merged.sort_by_key(|r| r.access_code_id);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].access_code_id, merged[0].requests), ("a", 3));
+        assert_eq!(merged[0].event.as_ref().unwrap().event_id.as_deref(), Some("e4"));
+        assert_eq!((merged[1].access_code_id, merged[1].requests), ("b", 1));
+        assert_eq!(merged[1].endpoint, crate::event::CodeEndpoint::Unmanaged);
+    }
 }

@@ -13,7 +13,7 @@ use crate::event::CodeEndpoint;
 /// The channel an enqueue notifies, so idle workers wake at once.
 pub const REFETCH_CHANNEL: &str = "seam_access_sync_refetch";
 
-/// A request to fetch one code again, and the event that asked for it.
+/// A request to fetch one code again, and the (newest) event that asked for it.
 #[derive(Debug, Clone)]
 pub struct RefetchRequest<'a> {
     pub access_code_id: &'a str,
@@ -21,6 +21,8 @@ pub struct RefetchRequest<'a> {
     pub device_id: Option<&'a str>,
     pub workspace_id: Option<&'a str>,
     pub event: Option<EventRef>,
+    /// How many events this request stands for (several in one intake batch).
+    pub requests: i64,
 }
 
 /// The event behind a fetch, as recorded in the mirror and its history.
@@ -31,19 +33,49 @@ pub struct EventRef {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
+impl EventRef {
+    /// Whether `self` stays the newest against `other`. An event without
+    /// `occurred_at` counts as the newest, as in `enqueue_all`'s SQL.
+    pub fn is_newer_than(&self, other: &EventRef) -> bool {
+        matches!((self.occurred_at, other.occurred_at), (Some(a), Some(b)) if a > b)
+    }
+}
+
 /// Adds a request to the code's pending re-fetch, creating it if there is none.
-/// Runs inside the caller's transaction; the NOTIFY is delivered at its commit.
 pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
-    let event = request.event.clone().unwrap_or_default();
+    enqueue_all(conn, std::slice::from_ref(request)).await
+}
+
+/// Adds requests to their codes' pending re-fetches in one statement, inside the
+/// caller's transaction; the NOTIFY is delivered at its commit. At most one request
+/// per code (merge them first).
+pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    // Rows are locked in id order, so concurrent batches cannot deadlock.
+    let mut requests: Vec<&RefetchRequest> = requests.iter().collect();
+    requests.sort_by_key(|r| r.access_code_id);
+    let column = |f: &dyn Fn(&RefetchRequest) -> Option<String>| requests.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let ids = column(&|r| Some(r.access_code_id.to_owned()));
+    let endpoints = column(&|r| Some(r.endpoint.as_str().to_owned()));
+    let devices = column(&|r| r.device_id.map(str::to_owned));
+    let workspaces = column(&|r| r.workspace_id.map(str::to_owned));
+    let event_ids = column(&|r| r.event.as_ref().and_then(|e| e.event_id.clone()));
+    let event_types = column(&|r| r.event.as_ref().and_then(|e| e.event_type.clone()));
+    let counts: Vec<i64> = requests.iter().map(|r| r.requests).collect();
+    let occurred: Vec<Option<DateTime<Utc>>> =
+        requests.iter().map(|r| r.event.as_ref().and_then(|e| e.occurred_at)).collect();
     sqlx::query(
         r#"
         WITH upserted AS (
             INSERT INTO access_code_refetches AS r
-                (access_code_id, endpoint, device_id, workspace_id,
+                (access_code_id, endpoint, device_id, workspace_id, requests,
                  last_event_id, last_event_type, last_event_occurred_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                                 $6::text[], $7::text[], $8::timestamptz[])
             ON CONFLICT (access_code_id) DO UPDATE SET
-                requests = r.requests + 1,
+                requests = r.requests + EXCLUDED.requests,
                 -- The newest event decides the endpoint and the event the mirror names
                 -- (an event without occurred_at counts as the newest).
                 endpoint = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
@@ -63,16 +95,17 @@ pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> s
                 updated_at = now()
             RETURNING 1
         )
-        SELECT pg_notify($8, '') FROM upserted
+        SELECT pg_notify($9, '') FROM (SELECT 1 FROM upserted LIMIT 1) any_upserted
         "#,
     )
-    .bind(request.access_code_id)
-    .bind(request.endpoint.as_str())
-    .bind(request.device_id)
-    .bind(request.workspace_id)
-    .bind(event.event_id)
-    .bind(event.event_type)
-    .bind(event.occurred_at)
+    .bind(ids)
+    .bind(endpoints)
+    .bind(devices)
+    .bind(workspaces)
+    .bind(counts)
+    .bind(event_ids)
+    .bind(event_types)
+    .bind(occurred)
     .bind(REFETCH_CHANNEL)
     .execute(conn)
     .await?;

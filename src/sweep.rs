@@ -61,24 +61,26 @@ pub async fn sweep_once(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result
     .await?;
 
     let mut report = SweepReport::default();
-    let mut tx = pool.begin().await?;
-    for code in &due {
-        let endpoint = if code.is_managed { CodeEndpoint::Managed } else { CodeEndpoint::Unmanaged };
-        let request = RefetchRequest {
-            access_code_id: &code.access_code_id,
-            endpoint,
-            device_id: code.device_id.as_deref(),
-            workspace_id: code.workspace_id.as_deref(),
-            event: None,
-        };
-        queue::enqueue(&mut tx, &request).await?;
-        if code.reason == "stuck" {
-            report.stuck += 1;
-        } else {
-            report.time_bound += 1;
-        }
-    }
-    tx.commit().await?;
+    let requests: Vec<RefetchRequest> = due
+        .iter()
+        .map(|code| {
+            if code.reason == "stuck" {
+                report.stuck += 1;
+            } else {
+                report.time_bound += 1;
+            }
+            RefetchRequest {
+                access_code_id: &code.access_code_id,
+                endpoint: if code.is_managed { CodeEndpoint::Managed } else { CodeEndpoint::Unmanaged },
+                device_id: code.device_id.as_deref(),
+                workspace_id: code.workspace_id.as_deref(),
+                event: None,
+                requests: 1,
+            }
+        })
+        .collect();
+    let mut conn = pool.acquire().await?;
+    queue::enqueue_all(&mut conn, &requests).await?;
     Ok(report)
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::event::{EventError, SeamEvent};
-use crate::intake::{self, Stored};
+use crate::intake::{StoreError, Stored};
 use crate::signature::VerifyError;
 
 /// Everything that can stop a delivery, each with its answer.
@@ -29,7 +29,7 @@ pub enum WebhookError {
     #[error("not a Seam event: {0}")]
     NotAnEvent(#[from] EventError),
     #[error("database unavailable")]
-    Database { source: sqlx::Error, retry_after_seconds: u32 },
+    Database { source: StoreError, retry_after_seconds: u32 },
 }
 
 impl WebhookError {
@@ -92,14 +92,18 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Sto
     let body = read_body(headers, body, server.max_body_bytes, server.body_read_timeout()).await?;
     let delivery = state.verifier.verify(headers, &body, state.clock.now_unix())?;
     let event = SeamEvent::parse(&body, state.settings.store_pins)?;
-    let stored = intake::store_event(&state.pool, Some(&delivery.message_id), &event)
+    let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
+    let access_code_id = event.access_code_id.clone().unwrap_or_default();
+    let stored = state
+        .intake
+        .store(&delivery.message_id, event)
         .await
         .map_err(|source| WebhookError::Database { source, retry_after_seconds: server.retry_after_seconds })?;
     tracing::info!(
         delivery_id = %delivery.message_id,
-        event_id = %event.event_id,
-        event_type = %event.event_type,
-        access_code_id = event.access_code_id.as_deref().unwrap_or(""),
+        %event_id,
+        %event_type,
+        %access_code_id,
         outcome = stored.label(),
         "webhook stored"
     );

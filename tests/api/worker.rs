@@ -450,6 +450,7 @@ fn refetch(id: &str) -> queue::RefetchRequest<'_> {
         device_id: Some("device_1"),
         workspace_id: Some("ws_1"),
         event: None,
+        requests: 1,
     }
 }
 

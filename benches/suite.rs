@@ -1,0 +1,379 @@
+//! The benchmark suite: `cargo bench --bench suite` (add `-- --quick` for a short run).
+//!
+//! Runs the real release binary as a child process against a throwaway database on
+//! the local Postgres, with a Seam stand-in (in this process) that answers at once,
+//! and measures it against `pgbench` running exactly the SQL the service runs per
+//! delivery, in the same run, on the same machine. Prints a table of every figure
+//! with its target. Nothing here asserts a time: it reports.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use seam_access_sync::signature::sign;
+use serde_json::json;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{PgPool, Postgres};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+#[derive(Clone, Default)]
+struct SeamCalls(Arc<Mutex<HashMap<String, usize>>>);
+
+impl SeamCalls {
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().values().sum()
+    }
+    fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CodeQuery {
+    access_code_id: String,
+}
+
+async fn seam_get(State(calls): State<SeamCalls>, Query(q): Query<CodeQuery>) -> axum::Json<serde_json::Value> {
+    *calls.0.lock().unwrap().entry(q.access_code_id.clone()).or_default() += 1;
+    axum::Json(json!({
+        "access_code": {
+            "access_code_id": q.access_code_id, "device_id": "device_bench", "workspace_id": "ws_bench",
+            "name": "Bench guest", "code": "1234", "type": "ongoing", "status": "set", "warnings": [], "errors": []
+        },
+        "ok": true
+    }))
+}
+
+async fn seam_events() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "events": [], "ok": true }))
+}
+
+/// A realistic `access_code.set_on_device` body (~600 bytes).
+fn event_body(access_code_id: &str) -> String {
+    json!({
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": "access_code.set_on_device",
+        "workspace_id": "0f4a4a4e-2a0b-4d8e-9d6c-2a6f1b9c3d10",
+        "device_id": "6f0e3c2a-1b7d-4e59-8a3f-9c2d1e0b4a77",
+        "connected_account_id": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
+        "access_code_id": access_code_id,
+        "created_at": chrono::Utc::now().to_rfc3339(),
+        "occurred_at": chrono::Utc::now().to_rfc3339(),
+        "event_description": "The access code was set on the device.",
+        "code": "8172",
+        "device_custom_metadata": {"unit": "4B", "property": "Harbour View"},
+        "connected_account_custom_metadata": {}
+    })
+    .to_string()
+}
+
+/// A signed delivery, ready to send.
+struct Delivery {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+fn delivery(access_code_id: &str) -> Delivery {
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let body = event_body(access_code_id);
+    let ts = chrono::Utc::now().timestamp();
+    let signature = sign(SECRET, &id, ts, body.as_bytes()).unwrap();
+    Delivery { id, timestamp: ts.to_string(), signature, body }
+}
+
+async fn send(http: &reqwest::Client, url: &str, d: &Delivery) -> Duration {
+    let started = Instant::now();
+    let response = http
+        .post(url)
+        .header("svix-id", &d.id)
+        .header("svix-timestamp", &d.timestamp)
+        .header("svix-signature", &d.signature)
+        .header("content-type", "application/json")
+        .body(d.body.clone())
+        .send()
+        .await
+        .expect("delivery sent");
+    let status = response.status();
+    let _ = response.bytes().await;
+    assert!(status.is_success(), "delivery answered {status}");
+    started.elapsed()
+}
+
+/// Closed loop: `concurrency` senders, each sending its share back to back.
+async fn closed_loop(http: &reqwest::Client, url: &str, deliveries: Vec<Delivery>, concurrency: usize) -> f64 {
+    let total = deliveries.len();
+    let queue = Arc::new(Mutex::new(deliveries));
+    let started = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, url, queue) = (http.clone(), url.to_owned(), queue.clone());
+        senders.spawn(async move {
+            loop {
+                let next = queue.lock().unwrap().pop();
+                let Some(d) = next else { return };
+                send(&http, &url, &d).await;
+            }
+        });
+    }
+    while senders.join_next().await.is_some() {}
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Open loop: one delivery every 1/rate s, whatever the answers; returns each latency.
+async fn open_loop(http: &reqwest::Client, url: &str, deliveries: Vec<Delivery>, rate: f64) -> Vec<Duration> {
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut sends = tokio::task::JoinSet::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        tokio::time::sleep_until((started + interval.mul_f64(i as f64)).into()).await;
+        let (http, url) = (http.clone(), url.to_owned());
+        sends.spawn(async move { send(&http, &url, &d).await });
+    }
+    let mut latencies = Vec::new();
+    while let Some(latency) = sends.join_next().await {
+        latencies.push(latency.unwrap());
+    }
+    latencies
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+async fn wait_until_quiet(pool: &PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM access_code_refetches").fetch_one(pool).await.unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the queue did not drain within 120 s");
+}
+
+fn pgbench(db_url: &str, concurrency: usize, seconds: u64) -> f64 {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pgbench/intake.sql");
+    let output = Command::new("pgbench")
+        .args(["-n", "-c", &concurrency.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f", script, db_url])
+        .output()
+        .expect("pgbench runs (Debian package postgresql-client / postgresql-contrib)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = ").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("pgbench printed no tps: {text}\n{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+struct Service {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the release binary; returns it once /readyz answers 200, and how long that took.
+async fn start_service(db_url: &str, seam_url: &str) -> (Service, Duration) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_seam-access-sync"))
+        .arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("SEAM_API_URL", seam_url)
+        .env("SEAM_API_KEY", "seam_bench_key")
+        .env("SEAM_WEBHOOK_SECRET", SECRET)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("APP_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the service binary starts");
+    let service = Service { child, url: format!("http://127.0.0.1:{port}") };
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", service.url)).send().await
+            && r.status().is_success()
+        {
+            return (service, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+struct Row {
+    figure: String,
+    value: String,
+    target: &'static str,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    seam_access_sync::install_tls_provider();
+    let db_url = format!("{SERVER}/sas_bench_{}", std::process::id());
+    Postgres::create_database(&db_url).await?;
+    let result = run(&db_url, quick).await;
+    Postgres::drop_database(&db_url).await?;
+    let rows = result?;
+    println!();
+    println!("| figure | measured | target |");
+    println!("|---|---|---|");
+    for row in rows {
+        println!("| {} | {} | {} |", row.figure, row.value, row.target);
+    }
+    Ok(())
+}
+
+async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let pool = PgPool::connect(db_url).await?;
+    seam_access_sync::db::migrate(&pool).await?;
+    let calls = SeamCalls::default();
+    let seam = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let seam_url = format!("http://{}", seam.local_addr()?);
+    let stand_in = Router::new()
+        .route("/access_codes/get", get(seam_get))
+        .route("/events/list", axum::routing::post(seam_events))
+        .with_state(calls.clone());
+    tokio::spawn(async move { axum::serve(seam, stand_in).await });
+
+    let mut rows = Vec::new();
+    let (service, ready_in) = start_service(db_url, &seam_url).await;
+    let pid = service.child.id();
+    let webhook = format!("{}/webhooks/seam", service.url);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_kib(pid, "VmRSS:");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let codes = 1000;
+    let per_run = if quick { 2000 } else { 10_000 };
+    let pgbench_seconds = if quick { 5 } else { 15 };
+
+    // Warm-up: connections, pools, caches.
+    let warm: Vec<Delivery> = (0..500).map(|i| delivery(&format!("ac_{}", i % codes))).collect();
+    closed_loop(&http, &webhook, warm, 8).await;
+    wait_until_quiet(&pool).await;
+
+    let mut max_rate: f64 = 0.0;
+    for concurrency in [8, 32] {
+        let deliveries: Vec<Delivery> = (0..per_run).map(|i| delivery(&format!("ac_{}", i % codes))).collect();
+        let rate = closed_loop(&http, &webhook, deliveries, concurrency).await;
+        wait_until_quiet(&pool).await;
+        let baseline = pgbench(db_url, concurrency, pgbench_seconds);
+        max_rate = max_rate.max(rate);
+        eprintln!("concurrency {concurrency}: service {rate:.0}/s, pgbench {baseline:.0} tps");
+        rows.push(Row {
+            figure: format!("intake throughput, concurrency {concurrency}"),
+            value: format!("{rate:.0} deliveries/s = {:.2}× pgbench ({baseline:.0} tps)", rate / baseline),
+            target: "≥ 1.0× pgbench",
+        });
+    }
+
+    let half = max_rate / 2.0;
+    let count = (half * if quick { 5.0 } else { 15.0 }) as usize;
+    let deliveries: Vec<Delivery> = (0..count).map(|i| delivery(&format!("ac_{}", i % codes))).collect();
+    let mut acks: Vec<f64> =
+        open_loop(&http, &webhook, deliveries, half).await.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    acks.sort_by(f64::total_cmp);
+    rows.push(Row {
+        figure: format!("ack latency at {half:.0}/s (half of max), {} deliveries", acks.len()),
+        value: format!(
+            "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+            percentile(&acks, 0.5),
+            percentile(&acks, 0.99),
+            percentile(&acks, 0.999)
+        ),
+        target: "p50 ≤ 2 ms, p99 ≤ 10 ms",
+    });
+    wait_until_quiet(&pool).await;
+
+    // Webhook received → mirror row written, at 500/s, distinct codes.
+    sqlx::query("TRUNCATE access_codes, access_code_history, seam_events").execute(&pool).await?;
+    let n = if quick { 1000 } else { 5000 };
+    let deliveries: Vec<Delivery> = (0..n).map(|i| delivery(&format!("lag_{i}"))).collect();
+    open_loop(&http, &webhook, deliveries, 500.0).await;
+    wait_until_quiet(&pool).await;
+    let mut lags: Vec<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM a.updated_at - e.received_at)::float8 * 1000
+         FROM access_codes a JOIN seam_events e ON e.access_code_id = a.access_code_id",
+    )
+    .fetch_all(&pool)
+    .await?;
+    lags.sort_by(f64::total_cmp);
+    rows.push(Row {
+        figure: format!("webhook received → mirror row updated at 500/s, {} events", lags.len()),
+        value: format!("p50 {:.2} ms, p99 {:.2} ms", percentile(&lags, 0.5), percentile(&lags, 0.99)),
+        target: "p50 ≤ 10 ms, p99 ≤ 50 ms",
+    });
+
+    // Seam calls per burst.
+    calls.reset();
+    let burst: Vec<Delivery> = (0..100).map(|_| delivery("burst_one_code")).collect();
+    closed_loop(&http, &webhook, burst, 100).await;
+    wait_until_quiet(&pool).await;
+    rows.push(Row {
+        figure: "Seam calls, burst of 100 events on one code".into(),
+        value: calls.total().to_string(),
+        target: "≤ 3",
+    });
+    calls.reset();
+    let spread: Vec<Delivery> = (0..1000).map(|i| delivery(&format!("spread_{i}"))).collect();
+    closed_loop(&http, &webhook, spread, 32).await;
+    wait_until_quiet(&pool).await;
+    rows.push(Row {
+        figure: "Seam calls, 1,000 events on 1,000 codes".into(),
+        value: calls.total().to_string(),
+        target: "1,000",
+    });
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = rss_kib(pid, "VmHWM:");
+    let idle_after = rss_kib(pid, "VmRSS:");
+    rows.push(Row {
+        figure: "RSS: peak under load / idle (after start; after load)".into(),
+        value: format!(
+            "{:.1} MiB / {:.1} MiB; {:.1} MiB",
+            peak as f64 / 1024.0,
+            idle_rss as f64 / 1024.0,
+            idle_after as f64 / 1024.0
+        ),
+        target: "≤ 64 MiB / ≤ 25 MiB",
+    });
+    drop(service);
+
+    // Start to ready with migrations already applied: best of 5 starts.
+    let mut starts = vec![ready_in];
+    for _ in 0..4 {
+        let (service, took) = start_service(db_url, &seam_url).await;
+        starts.push(took);
+        drop(service);
+    }
+    starts.sort();
+    rows.push(Row {
+        figure: "process start → /readyz 200 (migrations applied), 5 starts".into(),
+        value: format!("median {:.0} ms, max {:.0} ms", starts[2].as_secs_f64() * 1e3, starts[4].as_secs_f64() * 1e3),
+        target: "≤ 500 ms",
+    });
+    pool.close().await;
+    Ok(rows)
+}
