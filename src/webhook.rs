@@ -78,16 +78,19 @@ impl IntoResponse for WebhookError {
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = accept(&state, &headers, body).await;
     state.metrics.delivery(match &result {
-        Ok(stored) => stored.label(),
+        Ok((stored, _)) => stored.label(),
         Err(e) => e.code(),
     });
     match result {
-        Ok(stored) => (StatusCode::OK, Json(json!({ "status": stored.label() }))).into_response(),
+        Ok((stored, event_id)) => {
+            (StatusCode::OK, Json(json!({ "status": stored.label(), "event_id": event_id }))).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Stored, WebhookError> {
+/// The path of one delivery; returns what became of it and its event id.
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Stored, String), WebhookError> {
     let server = &state.settings.server;
     let body = read_body(headers, body, server.max_body_bytes, server.body_read_timeout()).await?;
     let delivery = state.verifier.verify(headers, &body, state.clock.now_unix())?;
@@ -107,7 +110,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Sto
         outcome = stored.label(),
         "webhook stored"
     );
-    Ok(stored)
+    Ok((stored, event_id))
 }
 
 /// Reads at most `limit` bytes: a declared length over the limit is refused before
