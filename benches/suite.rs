@@ -169,10 +169,55 @@ async fn wait_until_quiet(pool: &PgPool) {
     panic!("the queue did not drain within 120 s");
 }
 
-fn pgbench(db_url: &str, concurrency: usize, seconds: u64) -> f64 {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pgbench/intake.sql");
+/// A pgbench script running, per transaction, exactly the statements the service
+/// runs for one delivery (`INSERT_EVENTS_SQL` and `ENQUEUE_SQL`, with one-element
+/// arrays for their parameters), on `codes` distinct codes.
+fn pgbench_script(codes: usize) -> String {
+    let payload = event_body("ac_bench").replace('\'', "''");
+    let bind = |sql: &str, params: &[String]| {
+        params
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(sql.to_owned(), |sql, (i, value)| sql.replace(&format!("${}", i + 1), value))
+    };
+    let events = bind(
+        seam_access_sync::intake::INSERT_EVENTS_SQL,
+        &[
+            "ARRAY[gen_random_uuid()::text]".into(),
+            "ARRAY['msg_' || gen_random_uuid()::text]".into(),
+            "ARRAY['access_code.set_on_device']".into(),
+            "ARRAY['ac_' || :code]".into(),
+            "ARRAY['device_bench']".into(),
+            "ARRAY['ws_bench']".into(),
+            "ARRAY[now()]".into(),
+            "ARRAY['refetch']".into(),
+            format!("ARRAY['{payload}']"),
+        ],
+    );
+    let enqueue = bind(
+        seam_access_sync::queue::ENQUEUE_SQL,
+        &[
+            "ARRAY['ac_' || :code]".into(),
+            "ARRAY['managed']".into(),
+            "ARRAY['device_bench']".into(),
+            "ARRAY['ws_bench']".into(),
+            "ARRAY[1]".into(),
+            "ARRAY[gen_random_uuid()::text]".into(),
+            "ARRAY['access_code.set_on_device']".into(),
+            "ARRAY[now()]".into(),
+            format!("'{}'", seam_access_sync::queue::REFETCH_CHANNEL),
+        ],
+    );
+    format!("\\set code random(0, {})\nBEGIN;\n{};\n{};\nCOMMIT;\n", codes - 1, events.trim(), enqueue.trim())
+}
+
+fn pgbench(db_url: &str, concurrency: usize, seconds: u64, codes: usize) -> f64 {
+    let script = std::env::temp_dir().join(format!("sas_pgbench_{}.sql", std::process::id()));
+    std::fs::write(&script, pgbench_script(codes)).expect("pgbench script written");
+    let script = script.to_str().expect("utf-8 path").to_owned();
     let output = Command::new("pgbench")
-        .args(["-n", "-c", &concurrency.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f", script, db_url])
+        .args(["-n", "-c", &concurrency.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f", &script, db_url])
         .output()
         .expect("pgbench runs (Debian package postgresql-client / postgresql-contrib)");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -231,6 +276,10 @@ struct Row {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--print-pgbench-script") {
+        print!("{}", pgbench_script(1000));
+        return Ok(());
+    }
     seam_access_sync::install_tls_provider();
     let db_url = format!("{SERVER}/sas_bench_{}", std::process::id());
     Postgres::create_database(&db_url).await?;
@@ -279,7 +328,7 @@ async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
         let deliveries: Vec<Delivery> = (0..per_run).map(|i| delivery(&format!("ac_{}", i % codes))).collect();
         let rate = closed_loop(&http, &webhook, deliveries, concurrency).await;
         wait_until_quiet(&pool).await;
-        let baseline = pgbench(db_url, concurrency, pgbench_seconds);
+        let baseline = pgbench(db_url, concurrency, pgbench_seconds, codes);
         max_rate = max_rate.max(rate);
         eprintln!("concurrency {concurrency}: service {rate:.0}/s, pgbench {baseline:.0} tps");
         rows.push(Row {

@@ -41,33 +41,9 @@ impl EventRef {
     }
 }
 
-/// Adds a request to the code's pending re-fetch, creating it if there is none.
-pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
-    enqueue_all(conn, std::slice::from_ref(request)).await
-}
-
-/// Adds requests to their codes' pending re-fetches in one statement, inside the
-/// caller's transaction; the NOTIFY is delivered at its commit. At most one request
-/// per code (merge them first).
-pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
-    if requests.is_empty() {
-        return Ok(());
-    }
-    // Rows are locked in id order, so concurrent batches cannot deadlock.
-    let mut requests: Vec<&RefetchRequest> = requests.iter().collect();
-    requests.sort_by_key(|r| r.access_code_id);
-    let column = |f: &dyn Fn(&RefetchRequest) -> Option<String>| requests.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let ids = column(&|r| Some(r.access_code_id.to_owned()));
-    let endpoints = column(&|r| Some(r.endpoint.as_str().to_owned()));
-    let devices = column(&|r| r.device_id.map(str::to_owned));
-    let workspaces = column(&|r| r.workspace_id.map(str::to_owned));
-    let event_ids = column(&|r| r.event.as_ref().and_then(|e| e.event_id.clone()));
-    let event_types = column(&|r| r.event.as_ref().and_then(|e| e.event_type.clone()));
-    let counts: Vec<i64> = requests.iter().map(|r| r.requests).collect();
-    let occurred: Vec<Option<DateTime<Utc>>> =
-        requests.iter().map(|r| r.event.as_ref().and_then(|e| e.occurred_at)).collect();
-    sqlx::query(
-        r#"
+/// Upserts a batch of re-fetch requests (arrays, one element per code) and
+/// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
+pub const ENQUEUE_SQL: &str = r#"
         WITH upserted AS (
             INSERT INTO access_code_refetches AS r
                 (access_code_id, endpoint, device_id, workspace_id, requests,
@@ -96,19 +72,45 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
             RETURNING 1
         )
         SELECT pg_notify($9, '') FROM (SELECT 1 FROM upserted LIMIT 1) any_upserted
-        "#,
-    )
-    .bind(ids)
-    .bind(endpoints)
-    .bind(devices)
-    .bind(workspaces)
-    .bind(counts)
-    .bind(event_ids)
-    .bind(event_types)
-    .bind(occurred)
-    .bind(REFETCH_CHANNEL)
-    .execute(conn)
-    .await?;
+        "#;
+
+/// Adds a request to the code's pending re-fetch, creating it if there is none.
+pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
+    enqueue_all(conn, std::slice::from_ref(request)).await
+}
+
+/// Adds requests to their codes' pending re-fetches in one statement, inside the
+/// caller's transaction; the NOTIFY is delivered at its commit. At most one request
+/// per code (merge them first).
+pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    // Rows are locked in id order, so concurrent batches cannot deadlock.
+    let mut requests: Vec<&RefetchRequest> = requests.iter().collect();
+    requests.sort_by_key(|r| r.access_code_id);
+    let column = |f: &dyn Fn(&RefetchRequest) -> Option<String>| requests.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let ids = column(&|r| Some(r.access_code_id.to_owned()));
+    let endpoints = column(&|r| Some(r.endpoint.as_str().to_owned()));
+    let devices = column(&|r| r.device_id.map(str::to_owned));
+    let workspaces = column(&|r| r.workspace_id.map(str::to_owned));
+    let event_ids = column(&|r| r.event.as_ref().and_then(|e| e.event_id.clone()));
+    let event_types = column(&|r| r.event.as_ref().and_then(|e| e.event_type.clone()));
+    let counts: Vec<i64> = requests.iter().map(|r| r.requests).collect();
+    let occurred: Vec<Option<DateTime<Utc>>> =
+        requests.iter().map(|r| r.event.as_ref().and_then(|e| e.occurred_at)).collect();
+    sqlx::query(ENQUEUE_SQL)
+        .bind(ids)
+        .bind(endpoints)
+        .bind(devices)
+        .bind(workspaces)
+        .bind(counts)
+        .bind(event_ids)
+        .bind(event_types)
+        .bind(occurred)
+        .bind(REFETCH_CHANNEL)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
