@@ -190,7 +190,11 @@ const routes = {
       if (body[key] != null) params[key] = body[key]
     }
     const { access_code } = await seamApi('/access_codes/create', params)
-    return { access_code: remember(access_code) }
+    // The `access_code.created` event the fake just recorded (not delivered: /deliver it).
+    const event = db.events.findLast(
+      (e) => e.event_type === 'access_code.created' && e.access_code_id === access_code.access_code_id,
+    )
+    return { access_code: remember(access_code), event: event ?? null }
   },
 
   // The fake never changes a code by itself and has no route for it: patch the store.
@@ -284,6 +288,19 @@ const routes = {
     db.setState({ api_keys: db.api_keys.filter((k) => k.token !== oldKey) })
     db.addApiKey({ name: `E2E API Key ${keyCounter}`, token: apiKey, workspace_id: workspaceId })
     return { old_key: oldKey, new_key: apiKey }
+  },
+
+  // Adds an API key to the fake (a given `token`, e.g. one `/api_keys/rotate` removed, or a
+  // fresh one): how a test "fixes" a rejected key without restarting the service. The
+  // control API keeps using its current key.
+  'POST /api_keys': async ({ body }) => {
+    const token = body.token ?? `seam_e2e_key_${++keyCounter}`
+    if (typeof token !== 'string' || !/^seam_[A-Za-z0-9]+_/.test(token) || /^seam_(cst|at)/.test(token)) {
+      throw new HttpError(400, 'token must look like seam_<short>_<rest> (not seam_cst/seam_at)')
+    }
+    if (db.api_keys.some((k) => k.token === token)) throw new HttpError(409, 'that API key already exists')
+    db.addApiKey({ name: `E2E API Key (${token})`, token, workspace_id: workspaceId })
+    return { token }
   },
 }
 

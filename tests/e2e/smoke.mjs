@@ -104,6 +104,8 @@ async function main() {
   const code = r.json?.access_code
   check('POST /codes creates a code', r.status === 200 && code?.access_code_id && code.status === 'setting' && code.code === '4321', r.json)
   const id = code.access_code_id
+  const created = r.json?.event
+  check('POST /codes returns the access_code.created event', created?.event_type === 'access_code.created' && created.access_code_id === id && created.device_id === devices[0] && created.workspace_id === info.workspace_id && created.occurred_at, r.json)
   const get = () => call(seam, 'GET', `/access_codes/get?access_code_id=${encodeURIComponent(id)}`, { key })
 
   r = await get()
@@ -220,6 +222,18 @@ async function main() {
   r = await call(seam, 'GET', '/devices/list', { key: new_key })
   check('new key -> 200', r.status === 200 && r.json?.devices?.length >= 3, r.status)
   key = new_key
+  r = await call(ctl, 'POST', '/api_keys', { body: { token: old_key } })
+  check('POST /api_keys adds the old key back', r.status === 200 && r.json?.token === old_key, r.json)
+  r = await call(seam, 'GET', '/devices/list', { key: old_key })
+  check('re-added key -> 200', r.status === 200, r.status)
+  r = await call(ctl, 'POST', '/api_keys', { body: { token: old_key } })
+  check('adding an existing key -> 409', r.status === 409, r.json)
+  r = await call(ctl, 'POST', '/api_keys', { body: { token: 'nope' } })
+  check('malformed key -> 400', r.status === 400, r.json)
+  r = await call(ctl, 'POST', '/api_keys', {})
+  check('POST /api_keys without token makes a fresh one', r.status === 200 && r.json?.token?.startsWith('seam_') && r.json.token !== key, r.json)
+  r = await call(seam, 'GET', '/devices/list', { key: r.json?.token })
+  check('fresh key -> 200', r.status === 200, r.status)
   r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[2] } })
   check('control API keeps working after rotation', r.status === 200 && r.json.access_code.access_code_id, r.json)
 

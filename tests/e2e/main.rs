@@ -1,0 +1,14 @@
+//! End to end: the real service (webhook endpoint + worker, in-process) against Seam's
+//! official fake API, `@seamapi/fake-seam-connect`, run by `tests/e2e/harness.mjs`,
+//! which also signs and delivers webhooks like Svix.
+//!
+//! Needs Node >= 20.9 with the harness installed (`cd tests/e2e && npm ci`) and
+//! Postgres: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo test --test e2e`.
+//! Each test gets a fresh fake and a fresh database.
+
+mod api_key;
+mod catch_up;
+mod delivery;
+mod lifecycle;
+mod rig;
+mod signatures;

@@ -1,0 +1,649 @@
+//! The e2e rig: Seam's official fake (`tests/e2e/harness.mjs`, a Node child process)
+//! and the real service in-process (run_mode "all": webhook endpoint + worker) on the
+//! test's own database, plus ways to drive the fake and to wait for the mirror.
+//!
+//! Nothing here sleeps "long enough": every wait polls for a condition until a
+//! deadline and then fails saying what it waited for and what it saw last.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, Once, OnceLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use seam_access_sync::app::Application;
+use seam_access_sync::clock::SystemClock;
+use seam_access_sync::config::Settings;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use tokio_util::sync::CancellationToken;
+
+/// How long any wait for the service may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// How long the harness may take to print its ready line.
+const HARNESS_START_DEADLINE: Duration = Duration::from_secs(30);
+
+// ------------------------------------------------------------------ the harness
+
+/// The harness's ready line.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HarnessInfo {
+    pub seam_api_url: String,
+    pub api_key: String,
+    pub device_ids: Vec<String>,
+    pub workspace_id: String,
+    pub control_url: String,
+    pub webhook_secret: String,
+}
+
+/// `node tests/e2e/harness.mjs`, killed on drop (it also exits by itself when its
+/// stdin closes, so it dies with this process).
+pub struct Harness {
+    pub info: HarnessInfo,
+    http: reqwest::Client,
+    _process: HarnessProcess,
+}
+
+/// The child process; stopped on drop.
+struct HarnessProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// What `/deliver` reports: the service's answer to a signed delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub status: u16,
+    pub body: Value,
+    pub msg_id: String,
+}
+
+impl Harness {
+    pub fn start() -> Harness {
+        seam_access_sync::install_tls_provider();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("e2e");
+        assert!(
+            dir.join("node_modules").is_dir(),
+            "{}/node_modules is missing: the e2e tests need the harness's npm packages. \
+             Run `npm ci` in tests/e2e (cd tests/e2e && npm ci) and try again.",
+            dir.display()
+        );
+        let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+        let mut child = Command::new(&node)
+            .arg(dir.join("harness.mjs"))
+            .current_dir(&dir)
+            .env_remove("E2E_HARNESS_IGNORE_STDIN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `{node}` ({e}): the e2e tests need Node >= 20.9 on PATH (or NODE=/path/to/node)")
+            });
+
+        // The harness's logs go to the test's captured output (shown when a test fails).
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut readers = vec![std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[harness] {line}");
+            }
+        })];
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        readers.push(std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = ready_tx.send(lines.next());
+            // The contract is one line; anything more is a harness bug worth seeing.
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[harness stdout, unexpected] {line}");
+            }
+        }));
+        let stdin = child.stdin.take();
+        // From here on, a failure stops the process (HarnessProcess::drop).
+        let process = HarnessProcess { child, stdin, readers };
+        let line = match ready_rx.recv_timeout(HARNESS_START_DEADLINE) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => {
+                panic!("the harness exited before it was ready (its log is above; try `node tests/e2e/smoke.mjs`)")
+            }
+            Err(_) => panic!("the harness printed no ready line within {HARNESS_START_DEADLINE:?}"),
+        };
+        let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad harness ready line ({e}): {line}"));
+        Harness { info, http: reqwest::Client::new(), _process: process }
+    }
+
+    /// A control-API call; panics unless it answers 2xx.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let (status, answer) = self.try_call(method.clone(), path, body).await;
+        assert!(status.is_success(), "harness {method} {path} answered {status}: {answer}");
+        answer
+    }
+
+    pub async fn try_call(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.info.control_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("harness {method} {path}: {e}"));
+        let status = response.status();
+        let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, answer)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    /// Creates a code on device `device` through the fake's API (status `setting`, or
+    /// `unset` when time-bound). Returns the code and the `access_code.created` event
+    /// the fake recorded (not delivered yet).
+    pub async fn create_code(&self, device: usize, name: &str, extra: Value) -> (Value, Value) {
+        let mut body = json!({ "device_id": self.info.device_ids[device], "name": name });
+        merge(&mut body, extra);
+        let answer = self.post("/codes", body).await;
+        assert_eq!(answer["event"]["event_type"], "access_code.created", "{answer}");
+        (answer["access_code"].clone(), answer["event"].clone())
+    }
+
+    /// Patches a code in the fake (`status`, `warnings`, `errors`, …); returns what
+    /// `/access_codes/get` now answers.
+    pub async fn set_state(&self, access_code_id: &str, patch: Value) -> Value {
+        self.post(&format!("/codes/{access_code_id}/state"), patch).await["access_code"].clone()
+    }
+
+    /// Deletes a code from the fake: `/access_codes/get` answers 404 from now on.
+    pub async fn delete_code(&self, access_code_id: &str) {
+        self.call(reqwest::Method::DELETE, &format!("/codes/{access_code_id}"), json!({})).await;
+    }
+
+    /// Records an `access_code.*` event in the fake (filled in like Seam's) and returns it.
+    pub async fn event(&self, event_type: &str, access_code_id: &str, extra: Value) -> Value {
+        let mut body = json!({ "event_type": event_type, "access_code_id": access_code_id });
+        merge(&mut body, extra);
+        self.post("/events", body).await["event"].clone()
+    }
+
+    /// What the fake's `/access_codes/get` answers for a code (with the start-up key):
+    /// `(HTTP status, access_code or error)`.
+    pub async fn fake_get(&self, access_code_id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/access_codes/get", self.info.seam_api_url))
+            .query(&[("access_code_id", access_code_id)])
+            .bearer_auth(&self.info.api_key)
+            .send()
+            .await
+            .expect("the fake's /access_codes/get");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("the fake answers JSON");
+        (status, if status == 200 { body["access_code"].clone() } else { body["error"].clone() })
+    }
+
+    /// Signs `event` like Svix and POSTs it to `url`.
+    pub async fn deliver(&self, url: &str, event: &Value) -> Delivery {
+        self.deliver_with(url, json!({ "event": event })).await
+    }
+
+    /// `/deliver` with any of `msg_id`, `timestamp`, `secret` set.
+    pub async fn deliver_with(&self, url: &str, mut body: Value) -> Delivery {
+        merge(&mut body, json!({ "url": url }));
+        let answer = self.post("/deliver", body).await;
+        Delivery {
+            status: answer["status"].as_u64().expect("status") as u16,
+            body: serde_json::from_str(answer["body"].as_str().unwrap_or("null")).unwrap_or(answer["body"].clone()),
+            msg_id: answer["msg_id"].as_str().expect("msg_id").to_owned(),
+        }
+    }
+
+    /// Removes the current API key from the fake and makes a new one: `(old, new)`.
+    pub async fn rotate_key(&self) -> (String, String) {
+        let answer = self.post("/api_keys/rotate", json!({})).await;
+        (answer["old_key"].as_str().unwrap().to_owned(), answer["new_key"].as_str().unwrap().to_owned())
+    }
+
+    /// Makes `token` a valid key in the fake again.
+    pub async fn add_key(&self, token: &str) {
+        self.post("/api_keys", json!({ "token": token })).await;
+    }
+
+    /// Headers from npm `svix`'s `Webhook.sign`.
+    pub async fn sign(&self, payload: &str, msg_id: &str, timestamp: i64) -> Value {
+        self.post("/sign", json!({ "payload": payload, "msg_id": msg_id, "timestamp": timestamp })).await["headers"]
+            .clone()
+    }
+
+    /// `SeamWebhook.verify` (Seam's SDK) on `payload` + `headers`: `{"ok", "event"|"error"}`.
+    pub async fn verify(&self, payload: &str, headers: Value) -> Value {
+        self.post("/verify", json!({ "payload": payload, "headers": headers })).await
+    }
+}
+
+impl Drop for HarnessProcess {
+    fn drop(&mut self) {
+        // Closing stdin is the harness's "exit now"; kill it if it does not.
+        drop(self.stdin.take());
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(5) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Copies the fields of the object `extra` into the object `into`.
+pub fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        into.extend(extra);
+    }
+}
+
+// ------------------------------------------------------------------ the service
+
+/// The service in-process with run_mode "all", a fast worker and its own pool.
+pub struct Service {
+    pub url: String,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    /// `settings` is TOML laid over the e2e defaults (e.g. a faster sweep).
+    pub async fn start(database: &PgConnectOptions, harness: &HarnessInfo, api_key: &str, settings: &str) -> Service {
+        init_logs();
+        seam_access_sync::install_tls_provider();
+        let layer = format!(
+            r#"
+            [server]
+            listen_addr = "127.0.0.1:0"
+            run_mode = "all"
+            [webhook]
+            secret = "{secret}"
+            [seam]
+            api_url = "{api_url}"
+            api_key = "{api_key}"
+            [worker]
+            concurrency = 4
+            poll_interval_ms = 200
+            backoff_base_ms = 100
+            backoff_max_ms = 1000
+            auth_failure_retry_seconds = 1
+            "#,
+            secret = harness.webhook_secret,
+            api_url = harness.seam_api_url,
+        );
+        let settings = Settings::from_toml(&[&layer, settings]).expect("e2e settings");
+        // Its own pool: the service closes it when it stops.
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(database.clone())
+            .await
+            .expect("service pool");
+        let app = Application::build_with(settings, pool, Arc::new(SystemClock)).await.expect("the service builds");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Service { url, shutdown, task: Some(task) }
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("{}/webhooks/seam", self.url)
+    }
+
+    /// Graceful shutdown, as on SIGTERM; waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let stopped = tokio::time::timeout(DEADLINE, task).await.expect("the service stops within the deadline");
+            stopped.expect("service task").expect("the service stopped cleanly");
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+// ------------------------------------------------------------------ the rig
+
+/// One test's world: a fresh fake, the service on the test's database, and a
+/// separate pool for the test's own queries.
+pub struct E2e {
+    pub service: Service,
+    pub harness: Harness,
+    pub db: PgPool,
+    pub http: reqwest::Client,
+    database: PgConnectOptions,
+    settings: String,
+}
+
+/// A row of the mirror.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MirrorRow {
+    pub access_code_id: String,
+    pub device_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub name: Option<String>,
+    #[sqlx(rename = "type")]
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub is_managed: bool,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub warnings: Json<Value>,
+    pub errors: Json<Value>,
+    pub code: Option<String>,
+    pub access_code: Option<Json<Value>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub last_event_id: Option<String>,
+    pub last_event_type: Option<String>,
+    pub last_event_occurred_at: Option<DateTime<Utc>>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// A row of `access_code_history`, reduced to what a step changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub change: String,
+    pub previous_status: Option<String>,
+    pub status: Option<String>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+    pub event_type: Option<String>,
+}
+
+impl Step {
+    pub fn new(change: &str, previous: Option<&str>, status: Option<&str>, event_type: &str) -> Step {
+        Step {
+            change: change.into(),
+            previous_status: previous.map(Into::into),
+            status: status.map(Into::into),
+            warnings: vec![],
+            errors: vec![],
+            event_type: Some(event_type.into()),
+        }
+    }
+    pub fn warnings(mut self, codes: &[&str]) -> Step {
+        self.warnings = codes.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+    pub fn errors(mut self, codes: &[&str]) -> Step {
+        self.errors = codes.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+}
+
+pub fn codes(list: &Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .map(|items| items.iter().map(|i| i[field].as_str().unwrap_or("?").to_owned()).collect())
+        .unwrap_or_default()
+}
+
+impl E2e {
+    /// Starts a fresh fake and the service on the test's database.
+    pub async fn start(database: PgConnectOptions) -> E2e {
+        E2e::start_with(database, "").await
+    }
+
+    /// Same, with `settings` (TOML) laid over the e2e defaults.
+    pub async fn start_with(database: PgConnectOptions, settings: &str) -> E2e {
+        let harness = Harness::start();
+        let db = PgPoolOptions::new().max_connections(2).connect_with(database.clone()).await.expect("test pool");
+        let since = db_now(&db).await;
+        let service = Service::start(&database, &harness.info, &harness.info.api_key, settings).await;
+        let e2e = E2e { service, harness, db, http: reqwest::Client::new(), database, settings: settings.to_owned() };
+        e2e.start_up_catch_up(since).await;
+        e2e
+    }
+
+    /// Stops the service gracefully and starts it again with `api_key` (what an
+    /// operator does after fixing SEAM_API_KEY). The database and the fake stay.
+    pub async fn restart_with_key(self, api_key: &str) -> E2e {
+        let E2e { service, harness, db, http, database, settings } = self;
+        service.stop().await;
+        let since = db_now(&db).await;
+        let service = Service::start(&database, &harness.info, api_key, &settings).await;
+        let e2e = E2e { service, harness, db, http, database, settings };
+        e2e.start_up_catch_up(since).await;
+        e2e
+    }
+
+    /// Waits for the catch-up run the service makes when it starts (it reads Seam's
+    /// `/events/list`). Until it has run, an event a test records in the fake could
+    /// reach the service from the log before its webhook does.
+    async fn start_up_catch_up(&self, since: DateTime<Utc>) {
+        eventually("the start-up catch-up run (catch_up_state.last_run_at)", || async {
+            let state: Option<Value> = sqlx::query_scalar("SELECT to_jsonb(c) FROM catch_up_state c WHERE id = 1")
+                .fetch_optional(&self.db)
+                .await
+                .expect("read catch_up_state");
+            match state.as_ref().map(|s| &s["last_run_at"]) {
+                Some(Value::String(at)) if time(&json!(at)) >= since => Ok(()),
+                _ => Err(format!("{state:?}")),
+            }
+        })
+        .await;
+    }
+
+    /// Ends the test cleanly: the service stops, every pool closes, the harness exits.
+    pub async fn finish(self) {
+        let E2e { service, harness, db, .. } = self;
+        service.stop().await;
+        db.close().await;
+        drop(harness);
+    }
+
+    /// Delivers `event` to the service, signed like Svix; asserts it was accepted.
+    pub async fn deliver(&self, event: &Value) -> Delivery {
+        let delivery = self.harness.deliver(&self.service.webhook_url(), event).await;
+        assert_eq!(delivery.status, 200, "the service refused {}: {:?}", event["event_type"], delivery.body);
+        assert_eq!(delivery.body["status"], "accepted", "{delivery:?}");
+        delivery
+    }
+
+    /// One step of a code's life: patch the fake (unless `patch` is null), record
+    /// `event_type`, deliver it, and wait until the service has applied the fetch it
+    /// caused. Returns the mirror row.
+    pub async fn step(&self, access_code_id: &str, patch: Value, event_type: &str, event_extra: Value) -> MirrorRow {
+        if !patch.is_null() {
+            self.harness.set_state(access_code_id, patch).await;
+        }
+        let event = self.harness.event(event_type, access_code_id, event_extra).await;
+        self.deliver(&event).await;
+        self.applied(access_code_id, &event).await
+    }
+
+    /// Waits until the mirror row for `access_code_id` reflects a fetch made for
+    /// `event` (the mirror names the newest event it has applied).
+    pub async fn applied(&self, access_code_id: &str, event: &Value) -> MirrorRow {
+        let event_id = event["event_id"].as_str().expect("event_id").to_owned();
+        let what = format!("the mirror of {access_code_id} to apply {} ({event_id})", event["event_type"]);
+        eventually(&what, || async {
+            match self.mirror(access_code_id).await {
+                Some(row) if row.last_event_id.as_deref() == Some(event_id.as_str()) => Ok(row),
+                other => Err(format!("{other:?}; queue: {:?}", self.queue_row(access_code_id).await)),
+            }
+        })
+        .await
+    }
+
+    /// Waits until no re-fetch of `access_code_id` is pending and the mirror has it.
+    pub async fn settled(&self, access_code_id: &str) -> MirrorRow {
+        eventually(&format!("the re-fetch queue to finish {access_code_id}"), || async {
+            let queued = self.queue_row(access_code_id).await;
+            match (queued, self.mirror(access_code_id).await) {
+                (None, Some(row)) => Ok(row),
+                (queued, row) => Err(format!("queue: {queued:?}; mirror: {row:?}")),
+            }
+        })
+        .await
+    }
+
+    pub async fn mirror(&self, access_code_id: &str) -> Option<MirrorRow> {
+        sqlx::query_as(
+            "SELECT access_code_id, device_id, workspace_id, name, type, status, is_managed, starts_at, ends_at,
+                    warnings, errors, code, access_code, deleted_at, last_event_id, last_event_type,
+                    last_event_occurred_at, fetched_at
+             FROM access_codes WHERE access_code_id = $1",
+        )
+        .bind(access_code_id)
+        .fetch_optional(&self.db)
+        .await
+        .expect("read the mirror")
+    }
+
+    /// The pending re-fetch of a code, as JSON (None when there is none).
+    pub async fn queue_row(&self, access_code_id: &str) -> Option<Value> {
+        sqlx::query_scalar("SELECT to_jsonb(r) - 'claim_token' FROM access_code_refetches r WHERE access_code_id = $1")
+            .bind(access_code_id)
+            .fetch_optional(&self.db)
+            .await
+            .expect("read the queue")
+    }
+
+    /// The code's history, oldest first.
+    pub async fn history(&self, access_code_id: &str) -> Vec<Step> {
+        #[derive(sqlx::FromRow)]
+        struct HistoryRow {
+            change: String,
+            previous_status: Option<String>,
+            status: Option<String>,
+            warnings: Json<Value>,
+            errors: Json<Value>,
+            event_type: Option<String>,
+        }
+        let rows: Vec<HistoryRow> = sqlx::query_as(
+            "SELECT change, previous_status, status, warnings, errors, event_type
+             FROM access_code_history WHERE access_code_id = $1 ORDER BY id",
+        )
+        .bind(access_code_id)
+        .fetch_all(&self.db)
+        .await
+        .expect("read the history");
+        rows.into_iter()
+            .map(|row| Step {
+                change: row.change,
+                previous_status: row.previous_status,
+                status: row.status,
+                warnings: codes(&row.warnings.0, "warning_code"),
+                errors: codes(&row.errors.0, "error_code"),
+                event_type: row.event_type,
+            })
+            .collect()
+    }
+
+    /// `seam_events` rows for a code: `(event_id, delivery_id, event_type)`, by occurrence.
+    pub async fn stored_events(&self, access_code_id: &str) -> Vec<(String, Option<String>, String)> {
+        sqlx::query_as(
+            "SELECT event_id, delivery_id, event_type FROM seam_events
+             WHERE access_code_id = $1 ORDER BY occurred_at, received_at",
+        )
+        .bind(access_code_id)
+        .fetch_all(&self.db)
+        .await
+        .expect("read seam_events")
+    }
+
+    /// `GET /readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let response = self.http.get(format!("{}/readyz", self.service.url)).send().await.expect("GET /readyz");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("readyz JSON"))
+    }
+}
+
+/// Polls `probe` until it answers Ok or [`DEADLINE`] passes; then fails with `what`
+/// and the last thing the probe saw.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() >= DEADLINE => {
+                panic!("timed out after {DEADLINE:?} waiting for {what}\nlast seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The database's clock.
+async fn db_now(db: &PgPool) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await.expect("SELECT now()")
+}
+
+/// Parses a Seam time.
+pub fn time(value: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("not a time: {value}")))
+        .unwrap_or_else(|e| panic!("not a time ({e}): {value}"))
+        .with_timezone(&Utc)
+}
+
+/// Seam's time format (milliseconds, `Z`).
+pub fn seam_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+// ------------------------------------------------------------------ logs
+
+/// Everything the service logged in this test binary (all tests), for checks on
+/// what an operator would see.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(Default::default)
+}
+
+/// Writes each log line to the shared buffer and to the test's captured output.
+struct Tee;
+
+impl Write for Tee {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap().extend_from_slice(bytes);
+        print!("{}", String::from_utf8_lossy(bytes));
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(|| Tee)
+            .try_init();
+    });
+}
