@@ -79,7 +79,10 @@ pub async fn apply(
     {
         return Ok(Applied::Stale);
     }
-    let event = newest_event(current.as_ref(), claim.event());
+    // The row names the newest event seen; the history names the one behind this
+    // fetch (none for sweeps and manual re-fetches).
+    let trigger = claim.event();
+    let event = newest_event(current.as_ref(), trigger.clone());
     let fetched_at = claim.claimed_at;
 
     let (change, status, warnings, errors) = match observed {
@@ -193,9 +196,9 @@ pub async fn apply(
         .bind(&status)
         .bind(Json(&warnings))
         .bind(Json(&errors))
-        .bind(&event.event_id)
-        .bind(&event.event_type)
-        .bind(event.occurred_at)
+        .bind(&trigger.event_id)
+        .bind(&trigger.event_type)
+        .bind(trigger.occurred_at)
         .bind(fetched_at)
         .execute(&mut *conn)
         .await?;
@@ -206,7 +209,7 @@ pub async fn apply(
             "status": status,
             "warnings": warnings.as_array().map_or(0, Vec::len),
             "errors": errors.as_array().map_or(0, Vec::len),
-            "event_type": event.event_type,
+            "event_type": trigger.event_type,
         });
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANGE_CHANNEL)

@@ -210,7 +210,14 @@ fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>, acce
             retry_after: None,
             status: Some(200),
         }),
-        404 => FetchOutcome::Gone,
+        // Seam's own "not found" error: the code is gone. Any other 404 (a wrong
+        // SEAM_API_URL, a proxy) says nothing about the code: retry, never delete.
+        404 if is_seam_not_found(body) => FetchOutcome::Gone,
+        404 => FetchOutcome::Transient {
+            reason: format!("HTTP 404 without Seam's not_found error (is SEAM_API_URL right?): {}", kept_body(body)),
+            retry_after: None,
+            status: Some(404),
+        },
         401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: error_message(body) },
         408 | 429 => {
             FetchOutcome::Transient { reason: format!("HTTP {status}"), retry_after, status: Some(status.as_u16()) }
@@ -232,6 +239,15 @@ fn parse_found(body: &[u8], access_code_id: &str) -> Result<FetchOutcome, String
         return Err(format!("answer is for another access code ({})", code.access_code_id));
     }
     Ok(FetchOutcome::Found(Box::new(FetchedCode { code, raw: response.access_code })))
+}
+
+/// `{"error": {"type": "not_found" | "…_not_found", …}}`, as Seam answers for an
+/// unknown or deleted code.
+fn is_seam_not_found(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.get("type")?.as_str().map(|t| t == "not_found" || t.ends_with("_not_found")))
+        .unwrap_or(false)
 }
 
 /// Seam's `{"error": {"type", "message"}}`, or the start of whatever came instead.
@@ -309,7 +325,19 @@ mod tests {
     #[test]
     fn answers_are_classified() {
         let none = None;
-        assert_eq!(classify(StatusCode::NOT_FOUND, b"{}", none, "a"), FetchOutcome::Gone);
+        let not_found = br#"{"error":{"type":"not_found","message":"Access code not found"},"ok":false}"#;
+        assert_eq!(classify(StatusCode::NOT_FOUND, not_found, none, "a"), FetchOutcome::Gone);
+        let specific = br#"{"error":{"type":"access_code_not_found","message":"gone"},"ok":false}"#;
+        assert_eq!(classify(StatusCode::NOT_FOUND, specific, none, "a"), FetchOutcome::Gone);
+        for other in [&b"{}"[..], b"<html>Not Found</html>", br#"{"error":{"type":"route_missing"}}"#] {
+            assert!(
+                matches!(
+                    classify(StatusCode::NOT_FOUND, other, none, "a"),
+                    FetchOutcome::Transient { status: Some(404), .. }
+                ),
+                "a 404 that is not Seam's not_found never deletes"
+            );
+        }
         assert!(matches!(
             classify(StatusCode::UNAUTHORIZED, br#"{"error":{"type":"unauthorized","message":"Unauthorized"},"ok":false}"#, none, "a"),
             FetchOutcome::KeyRejected { status: 401, message } if message == "unauthorized: Unauthorized"

@@ -18,7 +18,8 @@ pub fn init(settings: &LogSettings, to_stderr: bool) {
         LogFormat::Text => false,
         LogFormat::Auto => !on_terminal,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(on_terminal).with_writer(writer);
     if json {
         builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
     } else {

@@ -201,8 +201,10 @@ fn sweep_settings() -> SweepSettings {
 async fn mirrored(pool: &PgPool, id: &str, status: &str, kind: &str, times: [&str; 4]) {
     let [fetched, changed, starts, ends] = times;
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO access_codes (access_code_id, device_id, status, type, fetched_at, status_changed_at, starts_at, ends_at)
-         VALUES ('{id}', 'device_1', '{status}', '{kind}', {fetched}, {changed}, {starts}, {ends})"
+        "INSERT INTO access_codes (access_code_id, device_id, status, type, fetched_at, status_changed_at, starts_at,
+                                   ends_at, last_event_type, last_event_occurred_at)
+         VALUES ('{id}', 'device_1', '{status}', '{kind}', {fetched}, {changed}, {starts}, {ends},
+                 'access_code.created', {changed})"
     )))
     .execute(pool)
     .await
@@ -249,7 +251,9 @@ async fn a_stuck_code_ends_set_when_seam_says_so_without_any_event(pool: PgPool)
     assert_eq!(status, "set");
     let history: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT change, event_type FROM access_code_history").fetch_all(&pool).await.unwrap();
-    assert_eq!(history, vec![("changed".into(), None)], "no event behind it");
+    assert_eq!(history, vec![("changed".into(), None)], "no event behind it, though the row names its last event");
+    let last: String = sqlx::query_scalar("SELECT last_event_type FROM access_codes").fetch_one(&pool).await.unwrap();
+    assert_eq!(last, "access_code.created");
 }
 
 #[sqlx::test]
