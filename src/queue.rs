@@ -151,6 +151,14 @@ impl Claim {
 
 /// Claims the re-fetch that has been due longest, if any, for `lease`. An expired
 /// lease (a worker that died mid-fetch) is claimable again.
+///
+/// Exactly one row: the locking subquery is a scalar one (an InitPlan, run once).
+/// Joined as `UPDATE … FROM (… LIMIT 1 FOR UPDATE SKIP LOCKED)`, the planner may put
+/// it on the inner side of a nested loop (when statistics say the queue is nearly
+/// empty) and run it again for every row of the outer scan; with other workers
+/// holding locks, each run skips to another row, and one statement claimed up to 15
+/// rows, of which the worker served the first: the rest sat claimed, unserved, until
+/// their lease expired (found by the fault suite, tests/faults).
 pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<Claim>> {
     sqlx::query_as::<_, Claim>(
         r#"
@@ -159,7 +167,7 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
             claimed_until = now() + make_interval(secs => $1),
             attempts = r.attempts + 1,
             updated_at = now()
-        FROM (
+        WHERE r.access_code_id = (
             SELECT access_code_id FROM access_code_refetches
             WHERE dead_lettered_at IS NULL
               AND next_attempt_at <= now()
@@ -167,8 +175,7 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
             ORDER BY next_attempt_at
             LIMIT 1
             FOR UPDATE SKIP LOCKED
-        ) due
-        WHERE r.access_code_id = due.access_code_id
+        )
         RETURNING r.access_code_id, r.endpoint, r.device_id, r.workspace_id, r.requests,
                   r.attempts, r.claim_token, now() AS claimed_at, r.first_requested_at,
                   r.last_event_id, r.last_event_type, r.last_event_occurred_at
