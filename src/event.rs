@@ -60,6 +60,8 @@ pub enum EventError {
     MissingField(&'static str),
     #[error("`{0}` is longer than {MAX_ID_BYTES} bytes")]
     FieldTooLong(&'static str),
+    #[error("a string or key holds a NUL character (\\u0000), which Postgres cannot store")]
+    NulCharacter,
 }
 
 /// The fields we read; everything else stays in the raw payload.
@@ -79,6 +81,11 @@ impl SeamEvent {
         let mut payload: Value = serde_json::from_slice(body).map_err(|_| EventError::NotJson)?;
         if !payload.is_object() {
             return Err(EventError::NotAnObject);
+        }
+        // Postgres text and jsonb refuse NUL: storing such an event would fail as a
+        // database error (a 503 Svix retries for a day; catch-up stuck on it).
+        if holds_nul(&payload) {
+            return Err(EventError::NulCharacter);
         }
         let fields: Fields = serde_json::from_value(payload.clone()).map_err(|_| EventError::NotAnObject)?;
         let event_id = required_id(fields.event_id, "event_id")?;
@@ -125,6 +132,15 @@ pub fn redact_pin(object: &mut Value) {
         && !code.is_null()
     {
         *code = Value::String(REDACTED.into());
+    }
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -209,6 +225,26 @@ mod tests {
         assert_eq!(parsed.action(), EventAction::Ignore);
         let body = br#"{"event_id":"e1","event_type":"lock.locked"}"#;
         assert_eq!(SeamEvent::parse(body, false).unwrap().action(), EventAction::Ignore);
+    }
+
+    #[test]
+    fn rejects_nul_characters_postgres_cannot_store() {
+        // Found by the `event_parse` fuzz target: before, such an event parsed, then
+        // failed to insert (text and jsonb refuse NUL) and was answered 503.
+        let found_by_fuzzing: &[u8] =
+            br#"{"event_id":"e2","event_type":"access_code-.unmanaged.created","a\u0000code_id":"ac_4","code":null}"#;
+        for body in [
+            found_by_fuzzing.to_vec(),
+            event(json!({"access_code_id": "ac\u{0}1"})),
+            event(json!({"event_id": "\u{0}"})),
+            event(json!({"some_future_field": {"deep": [1, "a\u{0}b"]}})),
+            event(json!({"code": "12\u{0}34"})),
+        ] {
+            for store_pins in [false, true] {
+                let error = SeamEvent::parse(&body, store_pins).unwrap_err();
+                assert_eq!(error, EventError::NulCharacter, "{}", String::from_utf8_lossy(&body));
+            }
+        }
     }
 
     #[test]

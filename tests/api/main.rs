@@ -1,5 +1,6 @@
 //! One integration-test binary: each module a capability, each test a sentence.
 
+mod abuse;
 mod helpers;
 mod operations;
 mod read_api;

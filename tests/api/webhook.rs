@@ -144,12 +144,13 @@ async fn the_newest_event_is_the_one_the_queue_names_whatever_the_arrival_order(
 }
 
 /// One row of the answer table: a request, the status and error it must get.
-struct Rejection {
-    name: &'static str,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    status: StatusCode,
-    error: &'static str,
+/// `abuse.rs` runs these rows too, inside its larger table of hostile requests.
+pub(crate) struct Rejection {
+    pub(crate) name: &'static str,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) status: StatusCode,
+    pub(crate) error: &'static str,
 }
 
 fn signed(message_id: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
@@ -174,7 +175,7 @@ fn replaced(mut headers: Vec<(String, String)>, name: &str, value: &str) -> Vec<
     headers
 }
 
-fn rejections() -> Vec<Rejection> {
+pub(crate) fn rejections() -> Vec<Rejection> {
     let good = access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string().into_bytes();
     let ok_headers = signed("msg_bad", NOW, &good);
     let body_of = |v: Value| v.to_string().into_bytes();
