@@ -26,7 +26,7 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// Attempts answered `duplicate` with a 2xx.
+/// Attempts answered 2xx with this `status` (`accepted`, `duplicate`).
 fn answered(records: &[Record], label: &str) -> usize {
     records
         .iter()
