@@ -626,3 +626,24 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[sqlx::test]
+async fn one_claim_statement_claims_at_most_one_row_whatever_the_plan(pool: PgPool) {
+    // Statistics as in production, where the queue is usually nearly empty: with them,
+    // a joined `LIMIT 1 … SKIP LOCKED` subquery could be re-run per outer row.
+    let mut conn = pool.acquire().await.unwrap();
+    queue::enqueue(&mut conn, &refetch("ac_first")).await.unwrap();
+    sqlx::query("ANALYZE access_code_refetches").execute(&pool).await.unwrap();
+    let ids: Vec<String> = (0..29).map(|i| format!("ac_{i:02}")).collect();
+    for id in &ids {
+        queue::enqueue(&mut conn, &refetch(id)).await.unwrap();
+    }
+    let claims = futures::future::join_all((0..8).map(|_| queue::claim_next(&pool, Duration::from_secs(60)))).await;
+    let returned = claims.into_iter().filter(|c| c.as_ref().unwrap().is_some()).count();
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM access_code_refetches WHERE claim_token IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(held, returned as i64, "every claimed row was handed to a worker");
+    assert!(returned <= 8);
+}
