@@ -47,3 +47,9 @@ pub async fn pending_migrations(pool: &PgPool) -> sqlx::Result<usize> {
         .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
         .count())
 }
+
+/// SQLSTATE class 22: Postgres refused the data itself (e.g. a NUL character in
+/// text), not a fault of the database's state; retrying the same data cannot help.
+pub fn is_data_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|code| code.starts_with("22")))
+}

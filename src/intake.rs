@@ -188,7 +188,7 @@ async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
         let result = match store_events(&pool, &batch).await {
             // One delivery's bad data must not fail the others that shared its
             // transaction: store them one by one, so only it is refused.
-            Err(e) if batch.len() > 1 && is_data_error(&e) => {
+            Err(e) if batch.len() > 1 && crate::db::is_data_error(&e) => {
                 let mut each = Vec::with_capacity(batch.len());
                 for incoming in &batch {
                     each.push(store_events(&pool, std::slice::from_ref(incoming)).await.map(|s| s[0]));
@@ -214,11 +214,6 @@ async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
             }
         }
     }
-}
-
-/// SQLSTATE class 22: the data itself was refused (not the database's state).
-fn is_data_error(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|code| code.starts_with("22")))
 }
 
 #[cfg(test)]

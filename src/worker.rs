@@ -84,7 +84,14 @@ impl Worker {
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
                 self.key_status.accepted();
-                self.store(&claim, Observed::Found(&fetched)).await?
+                match self.store(&claim, Observed::Found(&fetched)).await {
+                    // An answer Postgres cannot hold (a NUL character, say) would fail
+                    // every retry the same way: give it to an operator instead.
+                    Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(crate::db::is_data_error) => {
+                        self.fail(&claim, Failure::DeadLetter, &format!("Seam's answer cannot be stored: {e}")).await?
+                    }
+                    stored => stored?,
+                }
             }
             FetchOutcome::Gone => {
                 self.key_status.accepted();

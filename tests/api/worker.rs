@@ -647,3 +647,22 @@ async fn one_claim_statement_claims_at_most_one_row_whatever_the_plan(pool: PgPo
     assert_eq!(held, returned as i64, "every claimed row was handed to a worker");
     assert!(returned <= 8);
 }
+
+#[sqlx::test]
+async fn an_answer_postgres_cannot_store_becomes_a_dead_letter_not_an_endless_retry(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let mut code = code_json("ac_1", "set", json!([]), json!([]));
+    code["name"] = json!("Guest \u{0} 12");
+    seam_answers(&seam, "ac_1", found(code)).await;
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    let done = worker.drain().await.unwrap();
+    assert!(
+        matches!(&done[..], [TaskOutcome::Executed { result: TaskResult::Failed(Failure::DeadLetter), .. }]),
+        "{done:?}"
+    );
+    let (_, dead, error, _) = queue_row(&pool, "ac_1").await.unwrap();
+    assert!(dead.is_some());
+    assert!(error.unwrap().contains("cannot be stored"));
+}
