@@ -29,7 +29,7 @@ use crate::metrics::{HttpLabels, Metrics};
 use crate::seam::SeamClient;
 use crate::signature::{Verifier, WebhookSecrets};
 use crate::worker::Worker;
-use crate::{admin, api, db, metrics, sweep, webhook};
+use crate::{admin, api, db, metrics, periodic, sweep, webhook};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -102,18 +102,14 @@ async fn prune_events(pool: PgPool, retention: RetentionSettings, shutdown: Canc
     if retention.events_days == 0 {
         return;
     }
-    let every = std::time::Duration::from_secs(retention.prune_interval_seconds.max(1));
-    loop {
+    periodic::every(retention.prune_interval_seconds.max(1), shutdown, || async {
         match admin::prune_events(&pool, retention.events_days).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, days = retention.events_days, "pruned old events"),
             Err(e) => tracing::warn!(error = %e, "pruning old events failed; will try again"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
+    })
+    .await;
 }
 
 /// A built service: bound, connected, migrated, ready to run.

@@ -5,7 +5,6 @@
 //! coalesced into re-fetches.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -17,6 +16,7 @@ use crate::event::{SeamEvent, parse_time};
 use crate::health::SeamKeyStatus;
 use crate::intake::{self, Stored};
 use crate::metrics::{KindLabel, Metrics};
+use crate::periodic;
 use crate::seam::{EventWindow, ListError, SeamClient};
 
 /// The advisory lock that lets one replica at a time run catch-up.
@@ -178,20 +178,13 @@ impl CatchUp {
 
     /// Runs at start, then every `interval_seconds`, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.settings.interval_seconds == 0 {
-            return;
-        }
-        let every = Duration::from_secs(self.settings.interval_seconds);
-        loop {
+        periodic::every(self.settings.interval_seconds, shutdown, || async {
             match self.run_once().await {
                 Ok(outcome) => tracing::debug!(?outcome, "catch-up run"),
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "catch-up run failed; will try again"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
+        })
+        .await;
     }
 }
 

@@ -17,6 +17,7 @@ pub mod health;
 pub mod intake;
 pub mod metrics;
 pub mod mirror;
+pub mod periodic;
 pub mod queue;
 pub mod seam;
 pub mod signature;

@@ -5,15 +5,14 @@
 //! - time-bound codes: re-fetched `time_bound_grace_seconds` after `starts_at` and after
 //!   `ends_at`, when Seam changes them whether or not an event arrives.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SweepSettings;
 use crate::event::CodeEndpoint;
 use crate::metrics::{KindLabel, Metrics};
+use crate::periodic;
 use crate::queue::{self, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,11 +85,7 @@ pub async fn sweep_once(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result
 
 /// Sweeps every `interval_seconds` until shutdown.
 pub async fn run(pool: PgPool, settings: SweepSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    if settings.interval_seconds == 0 {
-        return;
-    }
-    let every = Duration::from_secs(settings.interval_seconds);
-    loop {
+    periodic::every(settings.interval_seconds, shutdown, || async {
         match sweep_once(&pool, &settings).await {
             Ok(report) => {
                 metrics.sweep_refetches.get_or_create(&KindLabel { kind: "stuck" }).inc_by(report.stuck as u64);
@@ -104,9 +99,6 @@ pub async fn run(pool: PgPool, settings: SweepSettings, metrics: Arc<Metrics>, s
             }
             Err(e) => tracing::warn!(error = %e, "sweep failed; will try again"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
+    })
+    .await;
 }
