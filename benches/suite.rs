@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use seam_access_sync::signature::sign;
+use seam_access_sync::seam::signature::sign;
 use serde_json::json;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{PgPool, Postgres};
@@ -182,7 +182,7 @@ fn pgbench_script(codes: usize) -> String {
             .fold(sql.to_owned(), |sql, (i, value)| sql.replace(&format!("${}", i + 1), value))
     };
     let events = bind(
-        seam_access_sync::intake::INSERT_EVENTS_SQL,
+        seam_access_sync::store::intake::INSERT_EVENTS_SQL,
         &[
             "ARRAY[gen_random_uuid()::text]".into(),
             "ARRAY['msg_' || gen_random_uuid()::text]".into(),
@@ -196,7 +196,7 @@ fn pgbench_script(codes: usize) -> String {
         ],
     );
     let enqueue = bind(
-        seam_access_sync::queue::ENQUEUE_SQL,
+        seam_access_sync::store::queue::ENQUEUE_SQL,
         &[
             "ARRAY['ac_' || :code]".into(),
             "ARRAY['managed']".into(),
@@ -206,7 +206,7 @@ fn pgbench_script(codes: usize) -> String {
             "ARRAY[gen_random_uuid()::text]".into(),
             "ARRAY['access_code.set_on_device']".into(),
             "ARRAY[now()]".into(),
-            format!("'{}'", seam_access_sync::queue::REFETCH_CHANNEL),
+            format!("'{}'", seam_access_sync::store::queue::REFETCH_CHANNEL),
         ],
     );
     format!("\\set code random(0, {})\nBEGIN;\n{};\n{};\nCOMMIT;\n", codes - 1, events.trim(), enqueue.trim())
@@ -297,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
     let pool = PgPool::connect(db_url).await?;
-    seam_access_sync::db::migrate(&pool).await?;
+    seam_access_sync::store::migrate(&pool).await?;
     let calls = SeamCalls::default();
     let seam = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let seam_url = format!("http://{}", seam.local_addr()?);

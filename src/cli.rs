@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin;
 use crate::app::Application;
 use crate::config::Settings;
-use crate::db;
-use crate::event::CodeEndpoint;
+use crate::seam::event::CodeEndpoint;
+use crate::store;
+use crate::store::admin;
 
 /// Receives Seam access_code.* webhooks and mirrors each code's status, warnings
 /// and errors in Postgres. Settings: config/*.toml and the environment (README).
@@ -122,19 +122,19 @@ async fn serve(settings: Settings) -> Outcome {
 }
 
 async fn migrate(settings: Settings) -> Outcome {
-    let pool = db::connect(&settings.database).await?;
-    db::migrate(&pool).await?;
+    let pool = store::connect(&settings.database).await?;
+    store::migrate(&pool).await?;
     println!("migrations applied");
     Ok(())
 }
 
 /// Operator commands work on an existing, migrated database and never create one.
 async fn existing_database(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    let pool = db::pool_options(&settings.database)
+    let pool = store::pool_options(&settings.database)
         .connect_with(settings.database.connect_options()?)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
-    let pending = db::pending_migrations(&pool).await?;
+    let pending = store::pending_migrations(&pool).await?;
     anyhow::ensure!(pending == 0, "{pending} migration(s) not applied: run `seam-access-sync migrate` first");
     Ok(pool)
 }

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::signature::WebhookSecrets;
+use crate::seam::signature::WebhookSecrets;
 
 const BASE: &str = include_str!("../config/base.toml");
 

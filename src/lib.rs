@@ -1,30 +1,23 @@
 //! seam-access-sync: receives Seam `access_code.*` webhooks, re-fetches each code
 //! and mirrors its status, warnings and errors in Postgres.
 //!
-//! Data flows one way: request → [`signature`] → [`event`] → [`intake`] (persist +
-//! [`queue`]) → [`worker`] → [`seam`] (fetch) → [`mirror`] (store).
+//! Data flows one way, folder by folder:
+//! request → [`http`] (webhook) → [`seam`] (verify signature, parse event) →
+//! [`store`] (persist event + queue a re-fetch) → [`jobs`] (worker claims it) →
+//! [`seam`] (fetch the code) → [`store`] (mirror, history, NOTIFY).
+//!
+//! `http` and `jobs` use `store` and `seam`; `store` uses `seam`'s types; `seam`
+//! uses neither. [`app`] wires them into one process; [`cli`] is the command line.
 
-pub mod admin;
-pub mod api;
 pub mod app;
-pub mod catchup;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod db;
-pub mod event;
-pub mod health;
-pub mod intake;
-pub mod metrics;
-pub mod mirror;
-pub mod periodic;
-pub mod queue;
+pub mod http;
+pub mod jobs;
 pub mod seam;
-pub mod signature;
-pub mod sweep;
+pub mod store;
 pub mod telemetry;
-pub mod webhook;
-pub mod worker;
 
 /// reqwest and sqlx are built on rustls with the `ring` provider; install it once
 /// per process before the first TLS client is made.

@@ -17,7 +17,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use seam_access_sync::event::{EventAction, REDACTED, SeamEvent};
+use seam_access_sync::seam::event::{EventAction, REDACTED, SeamEvent};
 use serde_json::Value;
 
 #[derive(Arbitrary, Debug)]

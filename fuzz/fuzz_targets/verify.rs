@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use seam_access_sync::signature::{Verifier, VerifyError, WebhookSecrets, sign};
+use seam_access_sync::seam::signature::{Verifier, VerifyError, WebhookSecrets, sign};
 use sha2::Sha256;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
-use seam_access_sync::signature::sign;
+use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use seam_access_sync::app::Application;
-use seam_access_sync::catchup::CatchUp;
 use seam_access_sync::clock::FixedClock;
 use seam_access_sync::config::Settings;
-use seam_access_sync::health::SeamKeyStatus;
+use seam_access_sync::jobs::catch_up::CatchUp;
+use seam_access_sync::jobs::worker::Worker;
 use seam_access_sync::seam::SeamClient;
-use seam_access_sync::signature::sign;
-use seam_access_sync::worker::Worker;
+use seam_access_sync::seam::SeamKeyStatus;
+use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -160,7 +160,7 @@ pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeySta
     let settings = settings(seam_url, extra);
     let status = SeamKeyStatus::default();
     let seam = SeamClient::new(&settings.seam).unwrap();
-    let metrics = std::sync::Arc::new(seam_access_sync::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
     (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone(), metrics), status)
 }
 
@@ -169,7 +169,7 @@ pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKey
     let settings = settings(seam_url, extra);
     let status = SeamKeyStatus::default();
     let seam = SeamClient::new(&settings.seam).unwrap();
-    let metrics = std::sync::Arc::new(seam_access_sync::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
     let catch_up =
         CatchUp::new(pool.clone(), seam, settings.catch_up.clone(), settings.store_pins, status.clone(), metrics);
     (catch_up, status)

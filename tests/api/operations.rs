@@ -4,7 +4,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use seam_access_sync::admin;
+use seam_access_sync::store::admin;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -237,7 +237,7 @@ async fn migrate_creates_and_migrates_a_database(pool: PgPool) {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let created = sqlx::PgPool::connect(&url).await.unwrap();
-    assert_eq!(seam_access_sync::db::pending_migrations(&created).await.unwrap(), 0);
+    assert_eq!(seam_access_sync::store::pending_migrations(&created).await.unwrap(), 0);
     created.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\""))).execute(&pool).await.unwrap();
 }

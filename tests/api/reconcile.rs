@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use seam_access_sync::catchup::RunOutcome;
 use seam_access_sync::config::SweepSettings;
-use seam_access_sync::sweep::{SweepReport, sweep_once};
+use seam_access_sync::jobs::catch_up::RunOutcome;
+use seam_access_sync::jobs::sweep::{SweepReport, sweep_once};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{method, path};

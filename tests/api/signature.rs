@@ -2,7 +2,7 @@
 //! independent signer.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use seam_access_sync::signature::{SecretError, Verifier, VerifyError, WebhookSecrets, sign};
+use seam_access_sync::seam::signature::{SecretError, Verifier, VerifyError, WebhookSecrets, sign};
 use serde_json::Value;
 
 fn vectors() -> Value {

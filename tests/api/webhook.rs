@@ -1,7 +1,7 @@
 //! `POST /webhooks/seam`, driven over HTTP against a real Postgres.
 
 use reqwest::StatusCode;
-use seam_access_sync::signature::sign;
+use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 

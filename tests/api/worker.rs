@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use seam_access_sync::mirror::{self, Applied, ChangeKind, Observed};
-use seam_access_sync::queue::{self, Completion, Failure};
-use seam_access_sync::seam::{AccessCode, FetchedCode};
-use seam_access_sync::worker::{TaskOutcome, TaskResult};
+use seam_access_sync::jobs::worker::{TaskOutcome, TaskResult};
+use seam_access_sync::seam::client::{AccessCode, FetchedCode};
+use seam_access_sync::store::mirror::{self, Applied, ChangeKind, Observed};
+use seam_access_sync::store::queue::{self, Completion, Failure};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -446,7 +446,7 @@ async fn an_older_fetch_never_overwrites_a_newer_one(pool: PgPool) {
 fn refetch(id: &str) -> queue::RefetchRequest<'_> {
     queue::RefetchRequest {
         access_code_id: id,
-        endpoint: seam_access_sync::event::CodeEndpoint::Managed,
+        endpoint: seam_access_sync::seam::event::CodeEndpoint::Managed,
         device_id: Some("device_1"),
         workspace_id: Some("ws_1"),
         event: None,

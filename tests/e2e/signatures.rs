@@ -1,7 +1,7 @@
 //! Our signatures and Seam's (npm `svix` / `@seamapi/webhook`) agree both ways.
 
 use chrono::Utc;
-use seam_access_sync::signature::sign;
+use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 

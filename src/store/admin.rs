@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::event::CodeEndpoint;
-use crate::queue::{self, REFETCH_CHANNEL, RefetchRequest};
+use crate::seam::event::CodeEndpoint;
+use crate::store::queue::{self, REFETCH_CHANNEL, RefetchRequest};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct QueueStatus {

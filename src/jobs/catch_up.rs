@@ -11,13 +11,13 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use super::periodic;
 use crate::config::CatchUpSettings;
-use crate::event::{SeamEvent, parse_time};
-use crate::health::SeamKeyStatus;
-use crate::intake::{self, Stored};
-use crate::metrics::{KindLabel, Metrics};
-use crate::periodic;
-use crate::seam::{EventWindow, ListError, SeamClient};
+use crate::seam::SeamKeyStatus;
+use crate::seam::client::{EventWindow, ListError, SeamClient};
+use crate::seam::event::{SeamEvent, parse_time};
+use crate::store::intake::{self, Stored};
+use crate::telemetry::metrics::{KindLabel, Metrics};
 
 /// The advisory lock that lets one replica at a time run catch-up.
 const LOCK_KEY: i64 = 0x5ea3_ca7c;

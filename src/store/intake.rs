@@ -12,8 +12,8 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::event::{EventAction, SeamEvent};
-use crate::queue::{self, EventRef, RefetchRequest};
+use crate::seam::event::{EventAction, SeamEvent};
+use crate::store::queue::{self, EventRef, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -188,7 +188,7 @@ async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
         let result = match store_events(&pool, &batch).await {
             // One delivery's bad data must not fail the others that shared its
             // transaction: store them one by one, so only it is refused.
-            Err(e) if batch.len() > 1 && crate::db::is_data_error(&e) => {
+            Err(e) if batch.len() > 1 && crate::store::is_data_error(&e) => {
                 let mut each = Vec::with_capacity(batch.len());
                 for incoming in &batch {
                     each.push(store_events(&pool, std::slice::from_ref(incoming)).await.map(|s| s[0]));
@@ -243,6 +243,6 @@ mod tests {
         assert_eq!((merged[0].access_code_id, merged[0].requests), ("a", 3));
         assert_eq!(merged[0].event.as_ref().unwrap().event_id.as_deref(), Some("e4"));
         assert_eq!((merged[1].access_code_id, merged[1].requests), ("b", 1));
-        assert_eq!(merged[1].endpoint, crate::event::CodeEndpoint::Unmanaged);
+        assert_eq!(merged[1].endpoint, crate::seam::event::CodeEndpoint::Unmanaged);
     }
 }

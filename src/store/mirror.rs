@@ -5,13 +5,13 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use crate::event::{CodeEndpoint, parse_time, redact_pin};
+use crate::seam::event::{CodeEndpoint, parse_time, redact_pin};
 
 /// Notified, in the same transaction, whenever a code's status, warnings or
 /// errors change or it is deleted: `LISTEN access_code_changed`.
 pub const CHANGE_CHANNEL: &str = "access_code_changed";
-use crate::queue::{Claim, EventRef};
-use crate::seam::FetchedCode;
+use crate::seam::client::FetchedCode;
+use crate::store::queue::{Claim, EventRef};
 
 /// What Seam said about a code.
 #[derive(Debug, Clone, Copy)]

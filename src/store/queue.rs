@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::event::CodeEndpoint;
+use crate::seam::event::CodeEndpoint;
 
 /// The channel an enqueue notifies, so idle workers wake at once.
 pub const REFETCH_CHANNEL: &str = "seam_access_sync_refetch";

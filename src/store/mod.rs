@@ -1,4 +1,11 @@
-//! The connection pool and the schema.
+//! Everything that reads or writes Postgres: the pool and the schema (here),
+//! verified events and their re-fetch requests (`intake`), the re-fetch queue
+//! (`queue`), the mirror (`mirror`) and the operators' queries (`admin`).
+
+pub mod admin;
+pub mod intake;
+pub mod mirror;
+pub mod queue;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;

@@ -14,11 +14,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerSettings;
-use crate::health::SeamKeyStatus;
-use crate::metrics::{Metrics, SeamLabels};
-use crate::mirror::{self, Applied, ChangeKind, Observed};
-use crate::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
-use crate::seam::{FetchOutcome, SeamClient};
+use crate::seam::SeamKeyStatus;
+use crate::seam::client::{FetchOutcome, SeamClient};
+use crate::store::mirror::{self, Applied, ChangeKind, Observed};
+use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
+use crate::telemetry::metrics::{Metrics, SeamLabels};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -87,7 +87,7 @@ impl Worker {
                 match self.store(&claim, Observed::Found(&fetched)).await {
                     // An answer Postgres cannot hold (a NUL character, say) would fail
                     // every retry the same way: give it to an operator instead.
-                    Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(crate::db::is_data_error) => {
+                    Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::is_data_error) => {
                         self.fail(&claim, Failure::DeadLetter, &format!("Seam's answer cannot be stored: {e}")).await?
                     }
                     stored => stored?,
@@ -158,7 +158,7 @@ impl Worker {
             Applied::Stored { change: Some(ChangeKind::Changed), .. } => "changed",
             Applied::Stored { change: Some(ChangeKind::Deleted), .. } => "deleted",
         };
-        self.metrics.mirror_changes.get_or_create(&crate::metrics::OutcomeLabel { outcome: written }).inc();
+        self.metrics.mirror_changes.get_or_create(&crate::telemetry::metrics::OutcomeLabel { outcome: written }).inc();
         if let Applied::Stored { change: Some(change), previous_status, status } = &applied {
             tracing::info!(
                 access_code_id = %claim.access_code_id,

@@ -1,22 +1,18 @@
-//! Prometheus metrics, served at `GET /metrics`. One registry per application (no
+//! Prometheus metrics, served at `GET /metrics` (`http::metrics`). One registry per application (no
 //! globals); queue gauges are read from Postgres at scrape time, so every replica
 //! reports the shared queue.
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sqlx::PgPool;
 use std::sync::atomic::AtomicU64;
 
-use crate::app::AppState;
+use crate::store::admin::QueueStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -208,9 +204,9 @@ impl Metrics {
         self.worker_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
-    /// Reads the queue gauges from Postgres, then renders everything.
-    pub async fn render(&self, pool: &PgPool) -> Result<String, sqlx::Error> {
-        let queue = crate::admin::queue_status(pool).await?;
+    /// Sets the queue gauges from `queue` (read from Postgres at scrape time), then
+    /// renders everything.
+    pub fn render(&self, queue: &QueueStatus) -> String {
         self.refetches_pending.set(queue.pending);
         self.refetches_in_flight.set(queue.in_flight);
         self.oldest_pending_age.set(queue.oldest_pending_age_seconds.unwrap_or(0.0));
@@ -220,18 +216,6 @@ impl Metrics {
         self.catch_up_success_age.set(queue.catch_up_success_age_seconds.unwrap_or(-1.0));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
-        Ok(text)
-    }
-}
-
-/// `GET /metrics` in the Prometheus text format.
-pub async fn serve(State(state): State<AppState>) -> Response {
-    match state.metrics.render(&state.pool).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "metrics: cannot read the queue");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
+        text
     }
 }

@@ -1,4 +1,7 @@
-//! Logs: JSON lines in production, readable text on a terminal.
+//! What the service tells its operators: logs (`init`: JSON lines in production,
+//! readable text on a terminal) and Prometheus metrics (`metrics`).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

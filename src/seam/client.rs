@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::SeamSettings;
-use crate::event::CodeEndpoint;
+use crate::seam::event::CodeEndpoint;
 
 /// Longest error body kept from a Seam answer.
 const MAX_KEPT_BODY: usize = 2048;

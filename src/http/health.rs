@@ -1,40 +1,19 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (it can do its work).
 
-use std::sync::{Arc, RwLock};
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
-use crate::db;
-
-/// Whether Seam accepted the API key on the last fetch; shared by the worker
-/// (which learns it) and `/readyz` (which reports it).
-#[derive(Debug, Clone, Default)]
-pub struct SeamKeyStatus(Arc<RwLock<Option<String>>>);
-
-impl SeamKeyStatus {
-    pub fn rejected(&self, message: String) {
-        *self.0.write().expect("key status lock") = Some(message);
-    }
-    pub fn accepted(&self) {
-        if self.rejection().is_some() {
-            *self.0.write().expect("key status lock") = None;
-        }
-    }
-    pub fn rejection(&self) -> Option<String> {
-        self.0.read().expect("key status lock").clone()
-    }
-}
+use super::AppState;
+use crate::store;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = match db::pending_migrations(&state.pool).await {
+    let database = match store::pending_migrations(&state.pool).await {
         Ok(0) => json!({ "ok": true }),
         Ok(pending) => json!({ "ok": false, "reason": format!("{pending} migration(s) not applied") }),
         Err(e) => json!({ "ok": false, "reason": format!("database unreachable: {e}") }),

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use crate::app::AppState;
+use super::AppState;
 
 /// The configured tokens, kept as SHA-256 digests and compared in constant time.
 #[derive(Clone)]

@@ -9,11 +9,11 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use super::periodic;
 use crate::config::SweepSettings;
-use crate::event::CodeEndpoint;
-use crate::metrics::{KindLabel, Metrics};
-use crate::periodic;
-use crate::queue::{self, RefetchRequest};
+use crate::seam::event::CodeEndpoint;
+use crate::store::queue::{self, RefetchRequest};
+use crate::telemetry::metrics::{KindLabel, Metrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SweepReport {

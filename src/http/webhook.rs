@@ -10,10 +10,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::app::AppState;
-use crate::event::{EventError, SeamEvent};
-use crate::intake::{StoreError, Stored};
-use crate::signature::VerifyError;
+use super::AppState;
+use crate::seam::event::{EventError, SeamEvent};
+use crate::seam::signature::VerifyError;
+use crate::store::intake::{StoreError, Stored};
 
 /// Everything that can stop a delivery, each with its answer.
 #[derive(Debug, thiserror::Error)]

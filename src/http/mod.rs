@@ -1,0 +1,99 @@
+//! The HTTP face of the service: the router and the state its handlers share.
+//! Handlers read and verify requests, then hand them to `store`; they never talk
+//! to Seam themselves.
+
+pub mod health;
+pub mod metrics;
+pub mod read_api;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::seam::SeamKeyStatus;
+use crate::seam::signature::Verifier;
+use crate::store::intake::IntakeWriter;
+use crate::telemetry::metrics::{HttpLabels, Metrics};
+use read_api::ApiTokens;
+
+/// What every handler can reach.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub verifier: Arc<Verifier>,
+    pub clock: Arc<dyn Clock>,
+    pub key_status: SeamKeyStatus,
+    pub metrics: Arc<Metrics>,
+    pub intake: IntakeWriter,
+    /// None: the read API is off.
+    pub api_tokens: Option<ApiTokens>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::serve));
+    if state.settings.server.run_mode.runs_endpoint() {
+        router = router.route("/webhooks/seam", post(webhook::receive));
+    }
+    if let Some(tokens) = state.api_tokens.clone() {
+        let protected = Router::new()
+            .route("/v1/access_codes", get(read_api::list_access_codes))
+            .route("/v1/access_codes/{access_code_id}", get(read_api::get_access_code))
+            .route_layer(middleware::from_fn_with_state(tokens, read_api::require_token));
+        router = router.merge(protected).route("/v1/openapi.json", get(read_api::openapi));
+    }
+    let timeout = state.settings.server.request_timeout();
+    let metrics = state.metrics.clone();
+    router
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(metrics, record_latency))
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            HeaderName::from_static("svix-signature"),
+            HeaderName::from_static("webhook-signature"),
+        ]))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Observes each request's latency under its route template (bounded labels).
+async fn record_latency(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    let labels = HttpLabels { method, route, status: response.status().as_u16() };
+    metrics.http_request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
