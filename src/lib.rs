@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod seam;
 pub mod store;
 pub mod telemetry;
+mod text_enum;
 
 /// reqwest and sqlx are built on rustls with the `ring` provider; install it once
 /// per process before the first TLS client is made.

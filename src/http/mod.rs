@@ -28,7 +28,7 @@ use crate::config::Settings;
 use crate::seam::SeamKeyStatus;
 use crate::seam::signature::Verifier;
 use crate::store::intake::IntakeWriter;
-use crate::telemetry::metrics::{HttpLabels, Metrics};
+use crate::telemetry::metrics::{HttpLabels, HttpMethod, Metrics};
 use read_api::ApiTokens;
 
 /// What every handler can reach.
@@ -90,7 +90,7 @@ pub fn router(state: AppState) -> Router {
 /// Observes each request's latency under its route template (bounded labels).
 async fn record_latency(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().to_string();
+    let method = HttpMethod::of(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(request).await;
     let labels = HttpLabels { method, route, status: response.status().as_u16() };

@@ -15,9 +15,9 @@ use super::periodic;
 use crate::config::CatchUpSettings;
 use crate::seam::SeamKeyStatus;
 use crate::seam::client::{EventWindow, ListError, SeamClient};
-use crate::seam::event::{SeamEvent, parse_time};
+use crate::seam::event::{SeamEvent, parse_time, refetch_endpoint};
 use crate::store::intake::{self, Stored};
-use crate::telemetry::metrics::{KindLabel, Metrics};
+use crate::telemetry::metrics::{CatchUpEvent, CatchUpRun, KindLabel, Metrics};
 
 /// The advisory lock that lets one replica at a time run catch-up.
 const LOCK_KEY: i64 = 0x5ea3_ca7c;
@@ -63,15 +63,15 @@ impl CatchUp {
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *lock).await?;
         if !locked {
-            self.count_run("skipped");
+            self.count_run(CatchUpRun::Skipped);
             return Ok(RunOutcome::Skipped);
         }
         let result = self.run_locked().await;
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut *lock).await;
         match &result {
-            Ok(_) => self.count_run("completed"),
+            Ok(_) => self.count_run(CatchUpRun::Completed),
             Err(e) => {
-                self.count_run("failed");
+                self.count_run(CatchUpRun::Failed);
                 let _ = sqlx::query(
                     "UPDATE catch_up_state SET last_run_at = now(), last_error = $1, updated_at = now() WHERE id = 1",
                 )
@@ -94,7 +94,7 @@ impl CatchUp {
         let (mut found, mut new, mut newest) = (0, 0, mark);
         for raw in &events {
             newest = newest.max(created_at(raw));
-            if !raw.get("event_type").and_then(Value::as_str).is_some_and(|t| t.starts_with("access_code.")) {
+            if raw.get("event_type").and_then(Value::as_str).and_then(refetch_endpoint).is_none() {
                 continue;
             }
             found += 1;
@@ -109,8 +109,11 @@ impl CatchUp {
                 new += 1;
             }
         }
-        self.metrics.catch_up_events.get_or_create(&KindLabel { kind: "new" }).inc_by(new as u64);
-        self.metrics.catch_up_events.get_or_create(&KindLabel { kind: "seen" }).inc_by((found - new) as u64);
+        self.metrics.catch_up_events.get_or_create(&KindLabel { kind: CatchUpEvent::New }).inc_by(new as u64);
+        self.metrics
+            .catch_up_events
+            .get_or_create(&KindLabel { kind: CatchUpEvent::Seen })
+            .inc_by((found - new) as u64);
         sqlx::query(
             "UPDATE catch_up_state SET high_water_mark = $1, last_run_at = now(), last_success_at = now(),
                  last_events_found = $2, last_events_new = $3, last_error = NULL, updated_at = now()
@@ -172,7 +175,7 @@ impl CatchUp {
         Ok(events)
     }
 
-    fn count_run(&self, outcome: &'static str) {
+    fn count_run(&self, outcome: CatchUpRun) {
         self.metrics.catch_up_runs.get_or_create(&KindLabel { kind: outcome }).inc();
     }
 

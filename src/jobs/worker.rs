@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WorkerSettings;
 use crate::seam::SeamKeyStatus;
 use crate::seam::client::{FetchOutcome, SeamClient};
-use crate::store::mirror::{self, Applied, ChangeKind, Observed};
+use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed};
 use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
-use crate::telemetry::metrics::{Metrics, SeamLabels};
+use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, WorkerError};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -73,14 +73,14 @@ impl Worker {
             limiter.until_ready().await;
         }
         let started = std::time::Instant::now();
-        let outcome = self.seam.get_access_code(&claim.access_code_id, claim.endpoint()).await;
+        let outcome = self.seam.get_access_code(&claim.access_code_id, claim.endpoint).await;
         let labels = SeamLabels {
-            endpoint: claim.endpoint().as_str(),
-            outcome: outcome.label(),
+            endpoint: claim.endpoint,
+            outcome: outcome.kind(),
             status: outcome.status().map_or_else(|| "none".to_owned(), |s| s.to_string()),
         };
         self.metrics.seam_call(labels, started.elapsed());
-        tracing::debug!(access_code_id = %claim.access_code_id, outcome = outcome.label(), attempt = claim.attempts, "fetched");
+        tracing::debug!(access_code_id = %claim.access_code_id, outcome = %outcome.kind(), attempt = claim.attempts, "fetched");
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
                 self.key_status.accepted();
@@ -143,22 +143,22 @@ impl Worker {
         let mut tx = self.pool.begin().await?;
         if !queue::lock_claim(&mut tx, claim).await? {
             tracing::warn!(access_code_id = %claim.access_code_id, "claim lost to another worker; result dropped");
-            self.metrics.worker_error("claim_lost");
+            self.metrics.worker_error(WorkerError::ClaimLost);
             return Ok(TaskResult::ClaimLost);
         }
-        let applied = mirror::apply(&mut tx, claim, observed, self.store_pins).await?;
+        let applied = mirror::apply(&mut tx, &fetch_of(claim), observed, self.store_pins).await?;
         let completion = queue::complete(&mut tx, claim).await?;
         tx.commit().await?;
         let lag = (chrono::Utc::now() - claim.first_requested_at).to_std().unwrap_or_default();
         self.metrics.mirror_lag.observe(lag.as_secs_f64());
         let written = match &applied {
-            Applied::Stale => "stale",
-            Applied::Stored { change: None, .. } => "unchanged",
-            Applied::Stored { change: Some(ChangeKind::Created), .. } => "created",
-            Applied::Stored { change: Some(ChangeKind::Changed), .. } => "changed",
-            Applied::Stored { change: Some(ChangeKind::Deleted), .. } => "deleted",
+            Applied::Stale => MirrorWrite::Stale,
+            Applied::Stored { change: None, .. } => MirrorWrite::Unchanged,
+            Applied::Stored { change: Some(ChangeKind::Created), .. } => MirrorWrite::Created,
+            Applied::Stored { change: Some(ChangeKind::Changed), .. } => MirrorWrite::Changed,
+            Applied::Stored { change: Some(ChangeKind::Deleted), .. } => MirrorWrite::Deleted,
         };
-        self.metrics.mirror_changes.get_or_create(&crate::telemetry::metrics::OutcomeLabel { outcome: written }).inc();
+        self.metrics.mirror_changes.get_or_create(&Outcome { outcome: written }).inc();
         if let Applied::Stored { change: Some(change), previous_status, status } = &applied {
             tracing::info!(
                 access_code_id = %claim.access_code_id,
@@ -173,7 +173,7 @@ impl Worker {
 
     async fn fail(&self, claim: &Claim, failure: Failure, error: &str) -> anyhow::Result<TaskResult> {
         if !queue::fail(&self.pool, claim, &failure, error).await? {
-            self.metrics.worker_error("claim_lost");
+            self.metrics.worker_error(WorkerError::ClaimLost);
             return Ok(TaskResult::ClaimLost);
         }
         match &failure {
@@ -228,7 +228,7 @@ impl Worker {
                 Ok(TaskOutcome::EmptyQueue) => poll.mul_f64(rand::rng().random_range(0.8..=1.2)),
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "worker step failed; pausing");
-                    self.metrics.worker_error("step");
+                    self.metrics.worker_error(WorkerError::Step);
                     poll
                 }
             };
@@ -238,6 +238,18 @@ impl Worker {
                 _ = cancel.cancelled() => return,
             }
         }
+    }
+}
+
+/// What the mirror needs to know of the fetch a claim led to.
+fn fetch_of(claim: &Claim) -> Fetch<'_> {
+    Fetch {
+        access_code_id: &claim.access_code_id,
+        endpoint: claim.endpoint,
+        device_id: claim.device_id.as_deref(),
+        workspace_id: claim.workspace_id.as_deref(),
+        trigger: claim.event(),
+        started_at: claim.claimed_at,
     }
 }
 

@@ -75,15 +75,21 @@ pub enum FetchOutcome {
     Rejected { status: u16, body: String },
 }
 
+crate::text_enum::text_enum! {
+    /// A `FetchOutcome` without its data: for logs and metric labels.
+    pub enum FetchKind {
+        Found = "found", Gone = "gone", Transient = "transient", KeyRejected = "key_rejected", Rejected = "rejected",
+    }
+}
+
 impl FetchOutcome {
-    /// A short label for logs and metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn kind(&self) -> FetchKind {
         match self {
-            FetchOutcome::Found(_) => "found",
-            FetchOutcome::Gone => "gone",
-            FetchOutcome::Transient { .. } => "transient",
-            FetchOutcome::KeyRejected { .. } => "key_rejected",
-            FetchOutcome::Rejected { .. } => "rejected",
+            FetchOutcome::Found(_) => FetchKind::Found,
+            FetchOutcome::Gone => FetchKind::Gone,
+            FetchOutcome::Transient { .. } => FetchKind::Transient,
+            FetchOutcome::KeyRejected { .. } => FetchKind::KeyRejected,
+            FetchOutcome::Rejected { .. } => FetchKind::Rejected,
         }
     }
 

@@ -22,32 +22,79 @@ pub struct SeamEvent {
     pub payload: Value,
 }
 
-/// Which Seam endpoint serves a code: unmanaged codes have their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeEndpoint {
-    Managed,
-    Unmanaged,
+crate::text_enum::text_enum! {
+    /// Which Seam endpoint serves a code: unmanaged codes have their own.
+    pub enum CodeEndpoint {
+        /// `/access_codes/get`
+        Managed = "managed",
+        /// `/access_codes/unmanaged/get`
+        Unmanaged = "unmanaged",
+    }
 }
 
 impl CodeEndpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CodeEndpoint::Managed => "managed",
-            CodeEndpoint::Unmanaged => "unmanaged",
-        }
+    /// The endpoint of a mirrored code, from its `is_managed` column.
+    pub fn of(is_managed: bool) -> CodeEndpoint {
+        if is_managed { CodeEndpoint::Managed } else { CodeEndpoint::Unmanaged }
     }
-    pub fn parse(text: &str) -> CodeEndpoint {
-        if text == "unmanaged" { CodeEndpoint::Unmanaged } else { CodeEndpoint::Managed }
+}
+
+/// The one rule for what an event type asks of the service: every `access_code.*`
+/// event, including types Seam adds later, asks for a re-fetch of its code, from
+/// the unmanaged endpoint for `access_code.unmanaged.*` (but the conversion to
+/// managed); any other family (`device.*`, `lock.*`, …) asks for nothing.
+pub fn refetch_endpoint(event_type: &str) -> Option<CodeEndpoint> {
+    let rest = event_type.strip_prefix("access_code.")?;
+    if rest.starts_with("unmanaged.") && rest != "unmanaged.converted_to_managed" {
+        Some(CodeEndpoint::Unmanaged)
+    } else {
+        Some(CodeEndpoint::Managed)
     }
 }
 
 /// What the service does with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventAction {
-    /// An `access_code.*` event: fetch the code again.
+    /// Fetch the code again, from this endpoint.
     Refetch { access_code_id: String, endpoint: CodeEndpoint },
-    /// Any other family (`device.*`, `lock.*`, …): stored and acknowledged only.
+    /// Stored and acknowledged only.
     Ignore,
+}
+
+crate::text_enum::text_enum! {
+    /// `EventAction` as stored in `seam_events.action`.
+    pub enum ActionKind {
+        Refetch = "refetch",
+        Ignored = "ignored",
+    }
+}
+
+impl EventAction {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            EventAction::Refetch { .. } => ActionKind::Refetch,
+            EventAction::Ignore => ActionKind::Ignored,
+        }
+    }
+}
+
+/// An event as the queue, the mirror and its history name it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventRef {
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl EventRef {
+    /// Whether `self` replaces `older` as the event a code's queue row and mirror
+    /// row name: the newer by `occurred_at`, where an event without one is older
+    /// than any with one, and no event at all (a sweep) older still; on a tie the
+    /// later arrival (`self`) wins. The SQL twin is the `event_supersedes` function
+    /// (migrations), used by the queue's upsert; a test checks that both agree.
+    pub fn supersedes(&self, older: &EventRef) -> bool {
+        (self.occurred_at, self.event_id.is_some()) >= (older.occurred_at, older.event_id.is_some())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +138,7 @@ impl SeamEvent {
         let event_id = required_id(fields.event_id, "event_id")?;
         let event_type = required_id(fields.event_type, "event_type")?;
         let access_code_id = optional_id(fields.access_code_id, "access_code_id")?;
-        if event_type.starts_with("access_code.") && access_code_id.is_none() {
+        if refetch_endpoint(&event_type).is_some() && access_code_id.is_none() {
             return Err(EventError::MissingField("access_code_id"));
         }
         if !store_pins {
@@ -108,17 +155,10 @@ impl SeamEvent {
         })
     }
 
-    /// Every `access_code.*` event, including types Seam adds later, asks for a
-    /// re-fetch; `access_code.unmanaged.*` ones (but the conversion to managed)
-    /// are served by the unmanaged endpoint.
+    /// What the service does with this event (`refetch_endpoint` decides).
     pub fn action(&self) -> EventAction {
-        match (&self.access_code_id, self.event_type.strip_prefix("access_code.")) {
-            (Some(access_code_id), Some(rest)) => {
-                let endpoint = if rest.starts_with("unmanaged.") && rest != "unmanaged.converted_to_managed" {
-                    CodeEndpoint::Unmanaged
-                } else {
-                    CodeEndpoint::Managed
-                };
+        match (&self.access_code_id, refetch_endpoint(&self.event_type)) {
+            (Some(access_code_id), Some(endpoint)) => {
                 EventAction::Refetch { access_code_id: access_code_id.clone(), endpoint }
             }
             _ => EventAction::Ignore,

@@ -63,7 +63,7 @@ pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct DeadLetter {
     pub access_code_id: String,
-    pub endpoint: String,
+    pub endpoint: CodeEndpoint,
     pub attempts: i32,
     pub dead_lettered_at: DateTime<Utc>,
     pub last_error: Option<String>,
@@ -136,10 +136,7 @@ pub async fn existing_codes(pool: &PgPool) -> sqlx::Result<Vec<(String, CodeEndp
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, managed)| (id, if managed { CodeEndpoint::Managed } else { CodeEndpoint::Unmanaged }))
-        .collect())
+    Ok(rows.into_iter().map(|(id, managed)| (id, CodeEndpoint::of(managed))).collect())
 }
 
 /// Deletes stored events received more than `days` days ago, in batches so no

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::seam::event::{EventAction, SeamEvent};
-use crate::store::queue::{self, EventRef, RefetchRequest};
+use crate::seam::event::{EventAction, EventRef, SeamEvent};
+use crate::store::queue::{self, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -79,12 +79,7 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
         .bind(text(&|e| e.device_id.clone()))
         .bind(text(&|e| e.workspace_id.clone()))
         .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-        .bind(text(&|e| {
-            Some(match e.action() {
-                EventAction::Refetch { .. } => "refetch".to_owned(),
-                EventAction::Ignore => "ignored".to_owned(),
-            })
-        }))
+        .bind(events.iter().map(|e| e.action().kind()).collect::<Vec<_>>())
         .bind(text(&|e| Some(e.payload.to_string())))
         .fetch_all(&mut *tx)
         .await?;
@@ -125,7 +120,7 @@ fn merge_requests<'a>(events: impl Iterator<Item = &'a SeamEvent>) -> Vec<Refetc
                 merged.requests += 1;
                 merged.device_id = request.device_id.or(merged.device_id);
                 merged.workspace_id = request.workspace_id.or(merged.workspace_id);
-                if !merged.event.as_ref().is_some_and(|kept| kept.is_newer_than(&this)) {
+                if merged.event.as_ref().is_none_or(|kept| this.supersedes(kept)) {
                     merged.endpoint = endpoint;
                     merged.event = Some(this);
                 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod intake;
 pub mod mirror;
 pub mod queue;
+pub mod sweep;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;

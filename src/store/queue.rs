@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::seam::event::CodeEndpoint;
+use crate::seam::event::{CodeEndpoint, EventRef};
 
 /// The channel an enqueue notifies, so idle workers wake at once.
 pub const REFETCH_CHANNEL: &str = "seam_access_sync_refetch";
@@ -25,22 +25,6 @@ pub struct RefetchRequest<'a> {
     pub requests: i64,
 }
 
-/// The event behind a fetch, as recorded in the mirror and its history.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventRef {
-    pub event_id: Option<String>,
-    pub event_type: Option<String>,
-    pub occurred_at: Option<DateTime<Utc>>,
-}
-
-impl EventRef {
-    /// Whether `self` stays the newest against `other`. An event without
-    /// `occurred_at` counts as the newest, as in `enqueue_all`'s SQL.
-    pub fn is_newer_than(&self, other: &EventRef) -> bool {
-        matches!((self.occurred_at, other.occurred_at), (Some(a), Some(b)) if a > b)
-    }
-}
-
 /// Upserts a batch of re-fetch requests (arrays, one element per code) and
 /// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
 pub const ENQUEUE_SQL: &str = r#"
@@ -53,14 +37,19 @@ pub const ENQUEUE_SQL: &str = r#"
             ON CONFLICT (access_code_id) DO UPDATE SET
                 requests = r.requests + EXCLUDED.requests,
                 -- The newest event decides the endpoint and the event the mirror names
-                -- (an event without occurred_at counts as the newest).
-                endpoint = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
-                                THEN r.endpoint ELSE EXCLUDED.endpoint END,
-                last_event_id = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
-                                THEN r.last_event_id ELSE EXCLUDED.last_event_id END,
-                last_event_type = CASE WHEN r.last_event_occurred_at > EXCLUDED.last_event_occurred_at
-                                THEN r.last_event_type ELSE EXCLUDED.last_event_type END,
-                last_event_occurred_at = GREATEST(r.last_event_occurred_at, EXCLUDED.last_event_occurred_at),
+                -- (event_supersedes: the one rule, shared with the mirror).
+                endpoint = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
+                                                      r.last_event_occurred_at, r.last_event_id)
+                                THEN EXCLUDED.endpoint ELSE r.endpoint END,
+                last_event_id = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
+                                                           r.last_event_occurred_at, r.last_event_id)
+                                THEN EXCLUDED.last_event_id ELSE r.last_event_id END,
+                last_event_type = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
+                                                             r.last_event_occurred_at, r.last_event_id)
+                                THEN EXCLUDED.last_event_type ELSE r.last_event_type END,
+                last_event_occurred_at = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at,
+                                                  EXCLUDED.last_event_id, r.last_event_occurred_at, r.last_event_id)
+                                THEN EXCLUDED.last_event_occurred_at ELSE r.last_event_occurred_at END,
                 device_id = COALESCE(EXCLUDED.device_id, r.device_id),
                 workspace_id = COALESCE(EXCLUDED.workspace_id, r.workspace_id),
                 -- A new request revives a dead letter.
@@ -91,7 +80,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
     requests.sort_by_key(|r| r.access_code_id);
     let column = |f: &dyn Fn(&RefetchRequest) -> Option<String>| requests.iter().map(|r| f(r)).collect::<Vec<_>>();
     let ids = column(&|r| Some(r.access_code_id.to_owned()));
-    let endpoints = column(&|r| Some(r.endpoint.as_str().to_owned()));
+    let endpoints: Vec<CodeEndpoint> = requests.iter().map(|r| r.endpoint).collect();
     let devices = column(&|r| r.device_id.map(str::to_owned));
     let workspaces = column(&|r| r.workspace_id.map(str::to_owned));
     let event_ids = column(&|r| r.event.as_ref().and_then(|e| e.event_id.clone()));
@@ -118,8 +107,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {
     pub access_code_id: String,
-    /// `managed` or `unmanaged`, as stored.
-    pub endpoint: String,
+    pub endpoint: CodeEndpoint,
     pub device_id: Option<String>,
     pub workspace_id: Option<String>,
     /// The requests this fetch serves; more may arrive while it runs.
@@ -137,9 +125,7 @@ pub struct Claim {
 }
 
 impl Claim {
-    pub fn endpoint(&self) -> CodeEndpoint {
-        CodeEndpoint::parse(&self.endpoint)
-    }
+    /// The newest event among the requests this claim serves.
     pub fn event(&self) -> EventRef {
         EventRef {
             event_id: self.last_event_id.clone(),
@@ -277,19 +263,4 @@ pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) 
     .await?
     .rows_affected();
     Ok(updated == 1)
-}
-
-/// Gives a claim back untouched (graceful shutdown): due again at once, attempt
-/// not counted.
-pub async fn release(pool: &PgPool, claim: &Claim) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE access_code_refetches SET claim_token = NULL, claimed_until = NULL,
-             attempts = attempts - 1, updated_at = now()
-         WHERE access_code_id = $1 AND claim_token = $2",
-    )
-    .bind(&claim.access_code_id)
-    .bind(claim.claim_token)
-    .execute(pool)
-    .await?;
-    Ok(())
 }

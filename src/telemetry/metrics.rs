@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,7 +12,54 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::seam::client::FetchKind;
+use crate::seam::event::CodeEndpoint;
 use crate::store::admin::QueueStatus;
+use crate::store::sweep::SweepKind;
+
+crate::text_enum::text_enum! {
+    /// An HTTP method as a label: the standard ones by name, anything else `other`,
+    /// so a client cannot make a new series per request.
+    pub enum HttpMethod {
+        Get = "GET", Head = "HEAD", Post = "POST", Put = "PUT", Delete = "DELETE",
+        Connect = "CONNECT", Options = "OPTIONS", Trace = "TRACE", Patch = "PATCH", Other = "other",
+    }
+}
+
+impl HttpMethod {
+    pub fn of(method: &axum::http::Method) -> HttpMethod {
+        method.as_str().parse().unwrap_or(HttpMethod::Other)
+    }
+}
+
+crate::text_enum::text_enum! {
+    /// What a fetch did to the mirror.
+    pub enum MirrorWrite {
+        Created = "created", Changed = "changed", Deleted = "deleted", Unchanged = "unchanged", Stale = "stale",
+    }
+}
+
+crate::text_enum::text_enum! {
+    /// Worker failures that are not Seam's answers.
+    pub enum WorkerError {
+        /// A step failed (the database, mostly).
+        Step = "step",
+        /// Another worker took the claim over.
+        ClaimLost = "claim_lost",
+    }
+}
+
+crate::text_enum::text_enum! {
+    pub enum CatchUpRun { Completed = "completed", Skipped = "skipped", Failed = "failed" }
+}
+
+crate::text_enum::text_enum! {
+    pub enum CatchUpEvent {
+        /// No webhook brought it.
+        New = "new",
+        Seen = "seen",
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -21,51 +68,83 @@ pub struct OutcomeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
-    /// The route template (`/webhooks/seam`), never the raw path.
+    pub method: HttpMethod,
+    /// The route template (`/webhooks/seam`) or `unmatched`, never the raw path.
     pub route: String,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeamLabels {
-    /// `managed` or `unmanaged`.
-    pub endpoint: &'static str,
-    /// `found`, `gone`, `transient`, `key_rejected`, `rejected`.
-    pub outcome: &'static str,
+    pub endpoint: CodeEndpoint,
+    pub outcome: FetchKind,
     /// The HTTP status, or `none` when no answer came.
     pub status: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: &'static str,
+/// One label, `kind`, of a closed set of values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct KindLabel<K> {
+    pub kind: K,
 }
+
+impl<K: EncodeLabelValue + Copy> EncodeLabelSet for KindLabel<K> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("kind", self.kind)].encode(encoder)
+    }
+}
+
+/// One label, `outcome`, of a closed set of values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Outcome<O> {
+    pub outcome: O,
+}
+
+impl<O: EncodeLabelValue + Copy> EncodeLabelSet for Outcome<O> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("outcome", self.outcome)].encode(encoder)
+    }
+}
+
+type Counters<L> = Family<L, Counter>;
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+type GaugeF64 = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
     registry: Registry,
-    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
-    pub http_request_duration: Family<HttpLabels, Histogram>,
-    pub seam_requests: Family<SeamLabels, Counter>,
-    pub seam_request_duration: Family<SeamLabels, Histogram>,
+    pub webhook_deliveries: Counters<OutcomeLabel>,
+    pub http_request_duration: Histograms<HttpLabels>,
+    pub seam_requests: Counters<SeamLabels>,
+    pub seam_request_duration: Histograms<SeamLabels>,
     pub mirror_lag: Histogram,
-    pub mirror_changes: Family<OutcomeLabel, Counter>,
-    pub worker_errors: Family<KindLabel, Counter>,
-    pub catch_up_runs: Family<KindLabel, Counter>,
-    pub catch_up_events: Family<KindLabel, Counter>,
-    pub sweep_refetches: Family<KindLabel, Counter>,
-    catch_up_mark_age: Gauge<f64, AtomicU64>,
-    catch_up_success_age: Gauge<f64, AtomicU64>,
+    pub mirror_changes: Counters<Outcome<MirrorWrite>>,
+    pub worker_errors: Counters<KindLabel<WorkerError>>,
+    pub catch_up_runs: Counters<KindLabel<CatchUpRun>>,
+    pub catch_up_events: Counters<KindLabel<CatchUpEvent>>,
+    pub sweep_refetches: Counters<KindLabel<SweepKind>>,
+    catch_up_mark_age: GaugeF64,
+    catch_up_success_age: GaugeF64,
     refetches_pending: Gauge,
     refetches_in_flight: Gauge,
-    oldest_pending_age: Gauge<f64, AtomicU64>,
+    oldest_pending_age: GaugeF64,
     dead_letters: Gauge,
-    last_webhook_age: Gauge<f64, AtomicU64>,
+    last_webhook_age: GaugeF64,
 }
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Registers `metric` under `name` and hands it back.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {
@@ -76,118 +155,48 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("seam_access_sync");
-        let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
-            "webhook_deliveries",
-            "Webhook deliveries by outcome: accepted, duplicate, or the rejection reason",
-            webhook_deliveries.clone(),
-        );
-        let http_request_duration =
-            Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by method, route and status",
-            http_request_duration.clone(),
-        );
-        let seam_requests = Family::<SeamLabels, Counter>::default();
-        registry.register("seam_requests", "Seam API calls by endpoint, outcome and status", seam_requests.clone());
-        let seam_request_duration =
-            Family::<SeamLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        registry.register(
-            "seam_request_duration_seconds",
-            "Seam API call latency by endpoint, outcome and status",
-            seam_request_duration.clone(),
-        );
-        let mirror_lag = Histogram::new(exponential_buckets(0.001, 2.0, 20));
-        registry.register(
-            "mirror_lag_seconds",
-            "Time from the oldest unserved webhook for a code to its mirror row being written",
-            mirror_lag.clone(),
-        );
-        let mirror_changes = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
-            "mirror_writes",
-            "Fetch results applied to the mirror: created, changed, deleted, unchanged, stale",
-            mirror_changes.clone(),
-        );
-        let worker_errors = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "worker_errors",
-            "Worker failures that are not Seam's answers: step (database), claim_lost",
-            worker_errors.clone(),
-        );
-        let catch_up_runs = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "catch_up_runs",
-            "Catch-up runs from Seam's event log by kind: completed, skipped (another replica), failed",
-            catch_up_runs.clone(),
-        );
-        let catch_up_events = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "catch_up_events",
-            "access_code.* events found by catch-up, by kind: new (no webhook brought them) or seen",
-            catch_up_events.clone(),
-        );
-        let sweep_refetches = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "sweep_refetches",
-            "Re-fetches queued by sweeps, by kind: stuck, time_bound",
-            sweep_refetches.clone(),
-        );
-        let catch_up_mark_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "catch_up_high_water_mark_age_seconds",
-            "Age of the newest event catch-up has seen in Seam's log (-1: none yet)",
-            catch_up_mark_age.clone(),
-        );
-        let catch_up_success_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "catch_up_last_success_age_seconds",
-            "Since the last successful catch-up run (-1: none yet)",
-            catch_up_success_age.clone(),
-        );
-        let refetches_pending = Gauge::default();
-        registry.register("refetches_pending", "Re-fetches waiting or in flight (not dead)", refetches_pending.clone());
-        let refetches_in_flight = Gauge::default();
-        registry.register(
-            "refetches_in_flight",
-            "Re-fetches claimed by a worker right now",
-            refetches_in_flight.clone(),
-        );
-        let oldest_pending_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "oldest_pending_refetch_age_seconds",
-            "Age of the oldest unserved re-fetch request (0 when none)",
-            oldest_pending_age.clone(),
-        );
-        let dead_letters = Gauge::default();
-        registry.register("dead_letters", "Re-fetches given up on, waiting for an operator", dead_letters.clone());
-        let last_webhook_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "last_webhook_age_seconds",
-            "Seconds since the last accepted webhook (-1 when none yet)",
-            last_webhook_age.clone(),
-        );
+        let mut r = Registry::with_prefix("seam_access_sync");
+        macro_rules! register {
+            ($name:literal, $help:literal, $metric:expr) => {
+                registered(&mut r, $name, $help, $metric)
+            };
+        }
         Metrics {
-            registry,
-            webhook_deliveries,
-            http_request_duration,
-            seam_requests,
-            seam_request_duration,
-            mirror_lag,
-            mirror_changes,
-            worker_errors,
-            catch_up_runs,
-            catch_up_events,
-            sweep_refetches,
-            catch_up_mark_age,
-            catch_up_success_age,
-            refetches_pending,
-            refetches_in_flight,
-            oldest_pending_age,
-            dead_letters,
-            last_webhook_age,
+            webhook_deliveries: register! { "webhook_deliveries", "Webhook deliveries by outcome: accepted, duplicate, or the rejection reason",
+            Family::default() },
+            http_request_duration: register! { "http_request_duration_seconds", "HTTP request latency by method, route and status",
+            Family::new_with_constructor(latency_histogram) },
+            seam_requests: register! { "seam_requests", "Seam API calls by endpoint, outcome and status",
+            Family::default() },
+            seam_request_duration: register! { "seam_request_duration_seconds", "Seam API call latency by endpoint, outcome and status",
+            Family::new_with_constructor(latency_histogram) },
+            mirror_lag: register! { "mirror_lag_seconds", "Time from the oldest unserved webhook for a code to its mirror row being written",
+            Histogram::new(exponential_buckets(0.001, 2.0, 20)) },
+            mirror_changes: register! { "mirror_writes", "Fetch results applied to the mirror: created, changed, deleted, unchanged, stale",
+            Family::default() },
+            worker_errors: register! { "worker_errors", "Worker failures that are not Seam's answers: step (database), claim_lost",
+            Family::default() },
+            catch_up_runs: register! { "catch_up_runs", "Catch-up runs from Seam's event log by kind: completed, skipped (another replica), failed",
+            Family::default() },
+            catch_up_events: register! { "catch_up_events", "access_code.* events found by catch-up, by kind: new (no webhook brought them) or seen",
+            Family::default() },
+            sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound",
+            Family::default() },
+            catch_up_mark_age: register! { "catch_up_high_water_mark_age_seconds", "Age of the newest event catch-up has seen in Seam's log (-1: none yet)",
+            GaugeF64::default() },
+            catch_up_success_age: register! { "catch_up_last_success_age_seconds", "Since the last successful catch-up run (-1: none yet)",
+            GaugeF64::default() },
+            refetches_pending: register! { "refetches_pending", "Re-fetches waiting or in flight (not dead)",
+            Gauge::default() },
+            refetches_in_flight: register! { "refetches_in_flight", "Re-fetches claimed by a worker right now",
+            Gauge::default() },
+            oldest_pending_age: register! { "oldest_pending_refetch_age_seconds", "Age of the oldest unserved re-fetch request (0 when none)",
+            GaugeF64::default() },
+            dead_letters: register! { "dead_letters", "Re-fetches given up on, waiting for an operator",
+            Gauge::default() },
+            last_webhook_age: register! { "last_webhook_age_seconds", "Seconds since the last accepted webhook (-1 when none yet)",
+            GaugeF64::default() },
+            registry: r,
         }
     }
 
@@ -200,7 +209,7 @@ impl Metrics {
         self.seam_requests.get_or_create(&labels).inc();
     }
 
-    pub fn worker_error(&self, kind: &'static str) {
+    pub fn worker_error(&self, kind: WorkerError) {
         self.worker_errors.get_or_create(&KindLabel { kind }).inc();
     }
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use seam_access_sync::jobs::worker::{TaskOutcome, TaskResult};
 use seam_access_sync::seam::client::{AccessCode, FetchedCode};
+use seam_access_sync::seam::event::{CodeEndpoint, EventRef};
 use seam_access_sync::store::mirror::{self, Applied, ChangeKind, Observed};
 use seam_access_sync::store::queue::{self, Completion, Failure};
 use serde_json::{Value, json};
@@ -430,10 +431,17 @@ async fn an_older_fetch_never_overwrites_a_newer_one(pool: PgPool) {
         raw: code_json("ac_1", status, json!([]), json!([])),
     };
     let mut conn = pool.acquire().await.unwrap();
-    queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
-    let older = queue::claim_next(&pool, Duration::from_secs(60)).await.unwrap().unwrap();
-    let mut newer = older.clone();
-    newer.claimed_at = older.claimed_at + chrono::Duration::seconds(5);
+    let started_at =
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT now()").fetch_one(&mut *conn).await.unwrap();
+    let older = mirror::Fetch {
+        access_code_id: "ac_1",
+        endpoint: seam_access_sync::seam::event::CodeEndpoint::Managed,
+        device_id: Some("device_1"),
+        workspace_id: None,
+        trigger: Default::default(),
+        started_at,
+    };
+    let newer = mirror::Fetch { started_at: started_at + chrono::Duration::seconds(5), ..older.clone() };
 
     let applied = mirror::apply(&mut conn, &newer, Observed::Found(&seam_code("set")), false).await.unwrap();
     assert!(matches!(applied, Applied::Stored { change: Some(ChangeKind::Created), .. }));
@@ -665,4 +673,82 @@ async fn an_answer_postgres_cannot_store_becomes_a_dead_letter_not_an_endless_re
     let (_, dead, error, _) = queue_row(&pool, "ac_1").await.unwrap();
     assert!(dead.is_some());
     assert!(error.unwrap().contains("cannot be stored"));
+}
+
+#[sqlx::test]
+async fn a_manual_refetch_keeps_the_event_a_pending_refetch_names(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    let (worker, _) = worker(&pool, &seam.uri(), "");
+    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let event = access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:03Z");
+    app.deliver("msg_1", &event.to_string()).await;
+    // An operator's re-fetch (no event) lands on the pending row before the worker runs.
+    seam_access_sync::store::admin::refetch(&pool, &["ac_1".to_owned()], CodeEndpoint::Managed).await.unwrap();
+    let pending: Option<String> =
+        sqlx::query_scalar("SELECT last_event_type FROM access_code_refetches WHERE access_code_id = 'ac_1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(pending.as_deref(), Some("access_code.set_on_device"), "the queue row keeps its event");
+    worker.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_1").await;
+    assert_eq!(row.last_event_type.as_deref(), Some("access_code.set_on_device"), "and so does the mirror");
+
+    // A sweep or re-fetch of a mirrored code does not blank the event it names either.
+    seam_access_sync::store::admin::refetch(&pool, &["ac_1".to_owned()], CodeEndpoint::Managed).await.unwrap();
+    worker.drain().await.unwrap();
+    let row = mirror_row(&pool, "ac_1").await;
+    assert_eq!(row.last_event_type.as_deref(), Some("access_code.set_on_device"));
+    assert_eq!(history(&pool, "ac_1").await.len(), 1, "the re-fetch changed nothing");
+}
+
+#[sqlx::test]
+async fn one_rule_decides_which_event_is_newer_in_rust_and_in_sql(pool: PgPool) {
+    let at = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+    let event = |id: Option<&str>, occurred_at: Option<DateTime<Utc>>| EventRef {
+        event_id: id.map(str::to_owned),
+        event_type: id.map(|_| "access_code.changed".to_owned()),
+        occurred_at,
+    };
+    let early = event(Some("e1"), at("2026-11-25T10:00:00Z"));
+    let late = event(Some("e2"), at("2026-11-25T10:00:05Z"));
+    let late_twin = event(Some("e3"), at("2026-11-25T10:00:05Z"));
+    let untimed = event(Some("e4"), None);
+    let none = EventRef::default();
+    // (new, old, does new replace old?)
+    let cases = [
+        (&late, &early, true),
+        (&early, &late, false),
+        (&late_twin, &late, true),
+        (&untimed, &early, false),
+        (&early, &untimed, true),
+        (&none, &early, false),
+        (&none, &untimed, false),
+        (&untimed, &none, true),
+        (&early, &none, true),
+        (&none, &none, true),
+    ];
+    for (new, old, expected) in cases {
+        let in_rust = new.supersedes(old);
+        let in_sql: bool = sqlx::query_scalar("SELECT event_supersedes($1, $2, $3, $4)")
+            .bind(new.occurred_at)
+            .bind(&new.event_id)
+            .bind(old.occurred_at)
+            .bind(&old.event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(in_rust, expected, "Rust: {new:?} over {old:?}");
+        assert_eq!(in_sql, expected, "SQL: {new:?} over {old:?}");
+    }
+}
+
+#[sqlx::test]
+async fn an_unknown_endpoint_in_the_queue_is_an_error_not_a_default(pool: PgPool) {
+    // The CHECK constraint keeps it out of the table, so read a literal.
+    let read: Result<CodeEndpoint, _> = sqlx::query_scalar("SELECT 'managd'::text").fetch_one(&pool).await;
+    assert!(read.is_err(), "{read:?}");
+    let read: CodeEndpoint = sqlx::query_scalar("SELECT 'unmanaged'::text").fetch_one(&pool).await.unwrap();
+    assert_eq!(read, CodeEndpoint::Unmanaged);
 }
