@@ -81,7 +81,6 @@ fn decode_secret(secret: &str) -> Option<Vec<u8>> {
 pub struct VerifiedDelivery {
     /// `svix-id` / `webhook-id`: the same on every retry of one message.
     pub message_id: String,
-    pub timestamp: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -162,7 +161,7 @@ impl Verifier {
         if !matched {
             return Err(VerifyError::NoMatchingSignature);
         }
-        Ok(VerifiedDelivery { message_id: message_id.to_owned(), timestamp })
+        Ok(VerifiedDelivery { message_id: message_id.to_owned() })
     }
 }
 
