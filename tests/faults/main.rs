@@ -433,7 +433,8 @@ async fn run_scenario(
     outcome
 }
 
-/// On SIGINT or SIGTERM: stops and deletes the suite's cluster, then exits.
+/// On SIGINT or SIGTERM: kills the services, stops and deletes the suite's cluster,
+/// then exits.
 async fn remove_on_signal(cluster: Arc<db::Cluster>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
@@ -443,8 +444,12 @@ async fn remove_on_signal(cluster: Arc<db::Cluster>) {
         _ = int.recv() => ("SIGINT", 130),
         _ = term.recv() => ("SIGTERM", 143),
     };
-    eprintln!("faults: {name}: removing the suite's Postgres cluster");
-    let _ = tokio::task::spawn_blocking(move || cluster.remove()).await;
+    eprintln!("faults: {name}: killing the services, removing the suite's Postgres cluster");
+    let _ = tokio::task::spawn_blocking(move || {
+        service::kill_all();
+        cluster.remove();
+    })
+    .await;
     std::process::exit(code);
 }
 
