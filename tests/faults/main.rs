@@ -70,6 +70,9 @@ pub struct Profile {
     pub rate: f64,
     pub senders: usize,
     pub kills: usize,
+    /// How long Postgres stays stopped: longer than `lease_seconds`, so the claims a
+    /// worker could not complete when it stopped have expired before the service can
+    /// claim again (else they count as claims beyond what the workers can hold).
     pub postgres_outage: Duration,
     /// How long Seam refuses connections, then how long it answers 500s.
     pub seam_outage: Duration,
@@ -109,7 +112,7 @@ impl Profile {
                 rate: 50.0,
                 senders: 16,
                 kills: 3,
-                postgres_outage: Duration::from_secs(2),
+                postgres_outage: Duration::from_secs(4),
                 seam_outage: Duration::from_secs(5),
                 seam_slow: Duration::from_secs(1),
                 drain_deadline: Duration::from_secs(120),
