@@ -10,14 +10,20 @@
 //! `cargo test --test faults` runs the short version (about 1.5 minutes); `scripts/soak`
 //! (`FAULTS_SOAK=1`) the long one. Arguments not starting with `-` select scenarios
 //! by name (substring); `FAULTS_SEED=<n>` replays a run's random choices. Each
-//! scenario gets its own database (`sas_faults_<scenario>_<pid>`, dropped after it)
-//! on the server of `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432`),
+//! scenario gets its own database (`sas_faults_<scenario>_<pid>`, dropped after it),
 //! and its service log is kept in `target/tmp/faults/<scenario>.log`.
 //!
-//! The Postgres restart scenario stops and starts the local cluster serving that
-//! port with `pg_ctlcluster` (root or the cluster's owner; skipped, with the reason,
-//! where that is not possible). Cargo runs test binaries one after another, so no
-//! other test of this project is disturbed; anything else using that cluster is.
+//! The suite never touches the developer's Postgres: it makes its own throwaway
+//! cluster (`initdb` into a temporary directory, binaries from `pg_config --bindir`
+//! or `/usr/lib/postgresql/<version>/bin`, run as the `postgres` OS user when the
+//! suite runs as root), started on a free port of 127.0.0.1 with its socket in that
+//! directory, and runs every scenario against it. The Postgres restart scenario stops
+//! and starts that cluster only. At the end — also after a failure, a panic or an
+//! interrupt — the cluster is stopped and its directory deleted; its server log is
+//! kept in `target/tmp/faults/postgres.log`. Where `initdb` is not available, the
+//! other scenarios run on the server of `TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432`) and the restart scenario is skipped, with
+//! the reason.
 
 mod check;
 mod db;
@@ -64,6 +70,9 @@ pub struct Profile {
     pub rate: f64,
     pub senders: usize,
     pub kills: usize,
+    /// How long Postgres stays stopped: longer than `lease_seconds`, so the claims a
+    /// worker could not complete when it stopped have expired before the service can
+    /// claim again (else they count as claims beyond what the workers can hold).
     pub postgres_outage: Duration,
     /// How long Seam refuses connections, then how long it answers 500s.
     pub seam_outage: Duration,
@@ -103,7 +112,7 @@ impl Profile {
                 rate: 50.0,
                 senders: 16,
                 kills: 3,
-                postgres_outage: Duration::from_secs(2),
+                postgres_outage: Duration::from_secs(4),
                 seam_outage: Duration::from_secs(5),
                 seam_slow: Duration::from_secs(1),
                 drain_deadline: Duration::from_secs(120),
@@ -124,6 +133,9 @@ pub struct Ctx {
     pub rng: StdRng,
     pub db_url: String,
     pub pool: PgPool,
+    /// The suite's own cluster, which the restart scenario may stop and start; or why
+    /// there is none.
+    pub cluster: Result<Arc<db::Cluster>, String>,
     pub seam: StandIn,
     pub log: PathBuf,
     pub figures: Vec<(String, String)>,
@@ -269,7 +281,34 @@ async fn run(selected: Vec<(usize, &'static str, &'static str)>) -> ExitCode {
         selected.len(),
         service::BIN
     );
-    let admin = match db::Admin::connect().await {
+    let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faults");
+    let _ = std::fs::create_dir_all(&log_dir);
+
+    // The suite's own Postgres; removed when `_remove` drops, even on a panic, and by
+    // the signal handler on an interrupt.
+    let cluster = tokio::task::spawn_blocking({
+        let keep_log = log_dir.join("postgres.log");
+        move || db::Cluster::create(Some(keep_log)).map(Arc::new)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("creating the cluster panicked: {e}")));
+    let _remove = cluster.as_ref().ok().map(|c| db::RemoveOnDrop(c.clone()));
+    let base = match &cluster {
+        Ok(c) => {
+            println!("Postgres: the suite's own cluster ({}) on {}, in {}", c.version, c.url(), c.dir.display());
+            tokio::spawn(remove_on_signal(c.clone()));
+            c.url()
+        }
+        Err(reason) => {
+            let base = db::server_url();
+            println!("Postgres: cannot make the suite's own cluster ({reason}); using {base}, without a restart");
+            base
+        }
+    };
+    let cluster =
+        cluster.map_err(|reason| format!("the suite has no Postgres cluster of its own to restart: {reason}"));
+
+    let admin = match db::Admin::connect(base).await {
         Ok(admin) => admin,
         Err(e) => {
             println!("cannot start: {e:#}");
@@ -282,20 +321,17 @@ async fn run(selected: Vec<(usize, &'static str, &'static str)>) -> ExitCode {
         Ok(_) => {}
         Err(e) => println!("could not look for stale databases: {e:#}"),
     }
-    let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faults");
-    let _ = std::fs::create_dir_all(&log_dir);
 
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for (index, name, what) in selected {
         println!("\n## {index}. {name}: {what}\n");
-        let outcome = run_scenario(index, name, &profile, seed.wrapping_add(index as u64), &admin, &log_dir).await;
+        let seed = seed.wrapping_add(index as u64);
+        let outcome = run_scenario(index, name, &profile, seed, &admin, &cluster, &log_dir).await;
         print_outcome(&outcome, &log_dir);
         outcomes.push(outcome);
     }
-    if let Ok(cluster) = db::restartable_cluster() {
-        cluster.ensure_running();
-    }
+    admin.close().await;
 
     println!(
         "\n## Summary ({} mode, {:.0} s)\n",
@@ -330,6 +366,7 @@ async fn run_scenario(
     profile: &Profile,
     seed: u64,
     admin: &db::Admin,
+    cluster: &Result<Arc<db::Cluster>, String>,
     log_dir: &std::path::Path,
 ) -> Outcome {
     let started = Instant::now();
@@ -351,6 +388,7 @@ async fn run_scenario(
             rng: StdRng::seed_from_u64(seed),
             db_url,
             pool,
+            cluster: cluster.clone(),
             seam,
             log: log.clone(),
             figures: Vec::new(),
@@ -396,6 +434,26 @@ async fn run_scenario(
     }
     outcome.elapsed = started.elapsed();
     outcome
+}
+
+/// On SIGINT or SIGTERM: kills the services, stops and deletes the suite's cluster,
+/// then exits.
+async fn remove_on_signal(cluster: Arc<db::Cluster>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let (name, code) = tokio::select! {
+        _ = int.recv() => ("SIGINT", 130),
+        _ = term.recv() => ("SIGTERM", 143),
+    };
+    eprintln!("faults: {name}: killing the services, removing the suite's Postgres cluster");
+    let _ = tokio::task::spawn_blocking(move || {
+        service::kill_all();
+        cluster.remove();
+    })
+    .await;
+    std::process::exit(code);
 }
 
 /// A queue table is nearly empty most of its life, and so are its statistics: they

@@ -85,12 +85,13 @@ pub async fn kill_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
     check::settle(ctx, &records, &mut [&mut service], false).await
 }
 
-/// Scenario 2: Postgres stopped and started mid-load.
+/// Scenario 2: Postgres stopped and started mid-load: the suite's own cluster, never
+/// the developer's.
 pub async fn postgres_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let cluster = match db::restartable_cluster() {
-        Ok(cluster) => cluster,
+    let cluster = match &ctx.cluster {
+        Ok(cluster) => cluster.clone(),
         Err(reason) => {
-            ctx.skipped = Some(reason);
+            ctx.skipped = Some(reason.clone());
             return Ok(());
         }
     };
@@ -106,7 +107,7 @@ pub async fn postgres_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let readyz = format!("{}/readyz", service.url());
     let stopping = Instant::now();
-    cluster.ctl("stop").await?;
+    cluster.stop().await?;
     let down = Instant::now();
     let mut readyz_answers: BTreeMap<String, usize> = BTreeMap::new();
     while down.elapsed() < ctx.profile.postgres_outage {
@@ -116,7 +117,7 @@ pub async fn postgres_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let starting = Instant::now();
-    cluster.ctl("start").await?;
+    cluster.start().await?;
     let up = Instant::now();
     // It recovers by itself: /readyz answers 200 again, same process.
     let mut recovered = None;
@@ -143,7 +144,7 @@ pub async fn postgres_restart(ctx: &mut Ctx) -> anyhow::Result<()> {
         m
     });
     ctx.figure(
-        format!("Postgres {} {}", cluster.version, cluster.name),
+        format!("Postgres (the suite's own cluster, {}, port {})", cluster.version, cluster.port),
         format!(
             "stop took {}, down {} (stopped → start), start took {}",
             secs(down - stopping),

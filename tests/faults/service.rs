@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_seam-access-sync");
@@ -12,6 +13,24 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// How long a start may take before it counts as failed.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The pids of the services started and not yet reaped, for [`kill_all`].
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// SIGKILLs every service still running: the suite is interrupted, and the drops that
+/// would kill them will not run.
+pub fn kill_all() {
+    let pids: Vec<u32> = RUNNING.lock().map(|mut r| r.drain(..).collect()).unwrap_or_default();
+    for pid in pids {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+}
+
+fn reaped(child: &Child) {
+    if let Ok(mut running) = RUNNING.lock() {
+        running.retain(|pid| *pid != child.id());
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -72,7 +91,7 @@ impl Service {
             self.starts += 1;
             loop {
                 if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
-                    self.child = None;
+                    reaped(&self.child.take().unwrap());
                     last_exit = Some(status);
                     break;
                 }
@@ -120,7 +139,11 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
-        Ok(command.spawn()?)
+        let child = command.spawn()?;
+        if let Ok(mut running) = RUNNING.lock() {
+            running.push(child.id());
+        }
+        Ok(child)
     }
 
     /// SIGKILL, and reap it.
@@ -128,6 +151,7 @@ impl Service {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            reaped(&child);
         }
     }
 
@@ -145,6 +169,7 @@ impl Service {
         let child = self.child.as_mut().ok_or_else(|| anyhow::anyhow!("the service is not running"))?;
         loop {
             if let Some(status) = child.try_wait()? {
+                reaped(child);
                 self.child = None;
                 return Ok(status);
             }
@@ -158,7 +183,14 @@ impl Service {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| match c.try_wait() {
+            Ok(Some(_)) => {
+                reaped(c);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        })
     }
 }
 
