@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::http::read_api::ApiTokens;
+use crate::http::serve::{ConnectionLimits, serve};
 use crate::http::{self, AppState};
 use crate::jobs::catch_up::CatchUp;
 use crate::jobs::worker::Worker;
@@ -98,15 +99,13 @@ impl Application {
             tokio::spawn(prune::run(pool.clone(), state.settings.retention.clone(), shutdown.clone()));
         }
         let worker = worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
-        let server =
-            axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let served = server.await;
+        let limits = ConnectionLimits::from_settings(&state.settings.server);
+        serve(listener, http::router(state), limits, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(worker) = worker {
             worker.await?;
         }
         pool.close().await;
-        served?;
         Ok(())
     }
 }

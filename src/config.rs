@@ -97,6 +97,11 @@ pub struct ServerSettings {
     pub retry_after_seconds: u32,
     pub intake_writers: usize,
     pub intake_max_batch: usize,
+    pub header_read_timeout_ms: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub shutdown_deadline_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

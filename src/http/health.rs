@@ -2,28 +2,36 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::read_api::bearer_token;
 use crate::store;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Which check failed is public; the underlying error text (database and Seam
+/// messages) only for a caller presenting a read-API token.
+pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    let detailed = state.api_tokens.as_ref().is_some_and(|tokens| {
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
+        presented.is_some_and(|token| tokens.accepts(token))
+    });
+    let detail = |reason: &str, error: String| if detailed { format!("{reason}: {error}") } else { reason.to_owned() };
     let database = match store::pending_migrations(&state.pool).await {
         Ok(0) => json!({ "ok": true }),
         Ok(pending) => json!({ "ok": false, "reason": format!("{pending} migration(s) not applied") }),
-        Err(e) => json!({ "ok": false, "reason": format!("database unreachable: {e}") }),
+        Err(e) => json!({ "ok": false, "reason": detail("database unreachable", e.to_string()) }),
     };
     let seam_api_key = if !state.settings.server.run_mode.runs_worker() {
         json!({ "ok": true, "reason": "not used by this process (run_mode = server)" })
     } else {
         match state.key_status.rejection() {
             None => json!({ "ok": true }),
-            Some(message) => json!({ "ok": false, "reason": format!("Seam rejected the API key: {message}") }),
+            Some(message) => json!({ "ok": false, "reason": detail("Seam rejected the API key", message) }),
         }
     };
     let ready = database["ok"] == true && seam_api_key["ok"] == true;

@@ -5,21 +5,24 @@
 pub mod health;
 pub mod metrics;
 pub mod read_api;
+pub mod serve;
 pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{FromRef, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde_json::json;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -62,18 +65,25 @@ pub fn router(state: AppState) -> Router {
             .route_layer(middleware::from_fn_with_state(tokens, read_api::require_token));
         router = router.merge(protected).route("/v1/openapi.json", get(read_api::openapi));
     }
-    let timeout = state.settings.server.request_timeout();
+    let deadline = RequestDeadline {
+        timeout: state.settings.server.request_timeout(),
+        retry_after_seconds: state.settings.server.retry_after_seconds,
+    };
     let metrics = state.metrics.clone();
     router
         .with_state(state)
         .layer(middleware::from_fn_with_state(metrics, record_latency))
         .layer(CatchPanicLayer::new())
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(middleware::from_fn_with_state(deadline, enforce_deadline))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &axum::http::Request<_>| {
+                    // Bounded: a client chooses these, and they are logged with every line.
                     let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                    let request_id = truncated(request_id, 64);
+                    let method = HttpMethod::of(request.method());
+                    let path = truncated(request.uri().path(), 256);
+                    tracing::info_span!("request", %method, path, request_id)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
@@ -85,6 +95,40 @@ pub fn router(state: AppState) -> Router {
         ]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character.
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The safety net for a whole request (`server.request_timeout_ms`).
+#[derive(Clone, Copy)]
+struct RequestDeadline {
+    timeout: Duration,
+    retry_after_seconds: u32,
+}
+
+/// Answers a request that ran out of time as the README's table says: 503 with a
+/// JSON body and `Retry-After`, so Svix (or any client) retries later.
+async fn enforce_deadline(State(deadline): State<RequestDeadline>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(deadline.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = deadline.timeout.as_millis() as u64, "request timed out; answering 503");
+            let body = Json(json!({ "error": "request_timeout", "message": "the request took too long; retry later" }));
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(deadline.retry_after_seconds));
+            response
+        }
+    }
 }
 
 /// Observes each request's latency under its route template (bounded labels).

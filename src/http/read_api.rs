@@ -40,7 +40,7 @@ impl ApiTokens {
         (!tokens.is_empty()).then(|| ApiTokens(Arc::new(tokens.iter().map(|t| digest(t)).collect())))
     }
 
-    fn accepts(&self, candidate: &str) -> bool {
+    pub fn accepts(&self, candidate: &str) -> bool {
         let candidate = digest(candidate);
         // Every token is compared, so timing tells nothing about which one matched.
         self.0.iter().fold(subtle::Choice::from(0), |found, token| found | token.ct_eq(&candidate)).into()
@@ -53,16 +53,18 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// Rejects requests without a configured bearer token.
 pub async fn require_token(State(tokens): State<ApiTokens>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
     match presented {
         Some(token) if tokens.accepts(token) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 #[derive(Debug, thiserror::Error)]

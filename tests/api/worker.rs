@@ -387,10 +387,19 @@ async fn a_rejected_api_key_keeps_the_work_and_shows_until_fixed(pool: PgPool) {
 async fn readiness_reports_a_rejected_api_key(pool: PgPool) {
     let seam = MockServer::start().await;
     Mock::given(path("/access_codes/get")).respond_with(ResponseTemplate::new(401)).mount(&seam).await;
-    let app = spawn_app_with(pool.clone(), settings(&seam.uri(), "[server]\nrun_mode = \"all\"")).await;
+    let token = "readiness-detail-token-0123456789abcdef";
+    let extra = format!("[server]\nrun_mode = \"all\"\n[api]\ntokens = \"{token}\"");
+    let app = spawn_app_with(pool.clone(), settings(&seam.uri(), &extra)).await;
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+    let readyz = |authorization: Option<String>| {
+        let mut request = app.http.get(format!("{}/readyz", app.address));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
     let body = wait_for(|| async {
-        let response = app.get("/readyz").await;
+        let response = readyz(Some(format!("bearer {token}"))).await.ok()?;
         (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())?;
         response.json::<Value>().await.ok()
     })
@@ -398,6 +407,10 @@ async fn readiness_reports_a_rejected_api_key(pool: PgPool) {
     assert_eq!(body["seam_api_key"]["ok"], false);
     assert!(body["seam_api_key"]["reason"].as_str().unwrap().contains("401"));
     assert_eq!(body["database"]["ok"], true);
+    // Anyone else learns which check failed, not Seam's words.
+    let public: Value = readyz(None).await.unwrap().json().await.unwrap();
+    assert_eq!(public["seam_api_key"]["ok"], false);
+    assert_eq!(public["seam_api_key"]["reason"], "Seam rejected the API key");
 }
 
 #[sqlx::test]
