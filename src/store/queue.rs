@@ -27,41 +27,7 @@ pub struct RefetchRequest<'a> {
 
 /// Upserts a batch of re-fetch requests (arrays, one element per code) and
 /// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
-pub const ENQUEUE_SQL: &str = r#"
-        WITH upserted AS (
-            INSERT INTO access_code_refetches AS r
-                (access_code_id, endpoint, device_id, workspace_id, requests,
-                 last_event_id, last_event_type, last_event_occurred_at)
-            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                                 $6::text[], $7::text[], $8::timestamptz[])
-            ON CONFLICT (access_code_id) DO UPDATE SET
-                requests = r.requests + EXCLUDED.requests,
-                -- The newest event decides the endpoint and the event the mirror names
-                -- (event_supersedes: the one rule, shared with the mirror).
-                endpoint = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
-                                                      r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.endpoint ELSE r.endpoint END,
-                last_event_id = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
-                                                           r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.last_event_id ELSE r.last_event_id END,
-                last_event_type = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
-                                                             r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.last_event_type ELSE r.last_event_type END,
-                last_event_occurred_at = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at,
-                                                  EXCLUDED.last_event_id, r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.last_event_occurred_at ELSE r.last_event_occurred_at END,
-                device_id = COALESCE(EXCLUDED.device_id, r.device_id),
-                workspace_id = COALESCE(EXCLUDED.workspace_id, r.workspace_id),
-                -- A new request revives a dead letter.
-                attempts = CASE WHEN r.dead_lettered_at IS NULL THEN r.attempts ELSE 0 END,
-                next_attempt_at = CASE WHEN r.dead_lettered_at IS NULL THEN r.next_attempt_at ELSE now() END,
-                first_requested_at = CASE WHEN r.dead_lettered_at IS NULL THEN r.first_requested_at ELSE now() END,
-                dead_lettered_at = NULL,
-                updated_at = now()
-            RETURNING 1
-        )
-        SELECT pg_notify($9, '') FROM (SELECT 1 FROM upserted LIMIT 1) any_upserted
-        "#;
+pub const ENQUEUE_SQL: &str = include_str!("sql/enqueue.sql");
 
 /// Adds a request to the code's pending re-fetch, creating it if there is none.
 pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
@@ -88,18 +54,20 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
     let counts: Vec<i64> = requests.iter().map(|r| r.requests).collect();
     let occurred: Vec<Option<DateTime<Utc>>> =
         requests.iter().map(|r| r.event.as_ref().and_then(|e| e.occurred_at)).collect();
-    sqlx::query(ENQUEUE_SQL)
-        .bind(ids)
-        .bind(endpoints)
-        .bind(devices)
-        .bind(workspaces)
-        .bind(counts)
-        .bind(event_ids)
-        .bind(event_types)
-        .bind(occurred)
-        .bind(REFETCH_CHANNEL)
-        .execute(conn)
-        .await?;
+    sqlx::query_file!(
+        "src/store/sql/enqueue.sql",
+        ids as _,
+        endpoints as _,
+        devices as _,
+        workspaces as _,
+        &counts,
+        event_ids as _,
+        event_types as _,
+        occurred as _,
+        REFETCH_CHANNEL,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
