@@ -72,7 +72,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
 }
 
 /// A re-fetch this worker holds until `claimed_until`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claim {
     pub access_code_id: String,
     pub endpoint: CodeEndpoint,
@@ -114,7 +114,8 @@ impl Claim {
 /// rows, of which the worker served the first: the rest sat claimed, unserved, until
 /// their lease expired (found by the fault suite, tests/faults).
 pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<Claim>> {
-    sqlx::query_as::<_, Claim>(
+    sqlx::query_as!(
+        Claim,
         r#"
         UPDATE access_code_refetches r SET
             claim_token = gen_random_uuid(),
@@ -130,24 +131,24 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )
-        RETURNING r.access_code_id, r.endpoint, r.device_id, r.workspace_id, r.requests,
-                  r.attempts, r.claim_token, now() AS claimed_at, r.first_requested_at,
+        RETURNING r.access_code_id, r.endpoint AS "endpoint: CodeEndpoint", r.device_id, r.workspace_id, r.requests,
+                  r.attempts, r.claim_token AS "claim_token!", now() AS "claimed_at!", r.first_requested_at,
                   r.last_event_id, r.last_event_type, r.last_event_occurred_at
         "#,
+        lease.as_secs_f64(),
     )
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await
 }
 
 /// Whether the claim is still ours; locks the queue row until the transaction ends.
 pub async fn lock_claim(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<bool> {
-    let row: Option<(i64,)> = sqlx::query_as(
+    let row: Option<i64> = sqlx::query_scalar!(
         "SELECT requests FROM access_code_refetches
          WHERE access_code_id = $1 AND claim_token = $2 FOR UPDATE",
+        claim.access_code_id,
+        claim.claim_token,
     )
-    .bind(&claim.access_code_id)
-    .bind(claim.claim_token)
     .fetch_optional(conn)
     .await?;
     Ok(row.is_some())
@@ -164,16 +165,18 @@ pub enum Completion {
 
 /// Ends a successful fetch inside the caller's transaction (after `lock_claim`).
 pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Completion> {
-    let deleted = sqlx::query("DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2")
-        .bind(&claim.access_code_id)
-        .bind(claim.requests)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2",
+        claim.access_code_id,
+        claim.requests,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     if deleted == 1 {
         return Ok(Completion::Done);
     }
-    sqlx::query(
+    sqlx::query!(
         r#"
         WITH rearmed AS (
             UPDATE access_code_refetches SET
@@ -184,9 +187,9 @@ pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Co
         )
         SELECT pg_notify($2, '') FROM rearmed
         "#,
+        claim.access_code_id,
+        REFETCH_CHANNEL,
     )
-    .bind(&claim.access_code_id)
-    .bind(REFETCH_CHANNEL)
     .execute(conn)
     .await?;
     Ok(Completion::RequestedAgain)
@@ -209,7 +212,7 @@ pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) 
         Failure::Retry { delay, counts } => (delay.as_secs_f64(), i32::from(!counts), false),
         Failure::DeadLetter => (0.0, 0, true),
     };
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         r#"
         UPDATE access_code_refetches SET
             claim_token = NULL, claimed_until = NULL,
@@ -220,13 +223,13 @@ pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) 
             updated_at = now()
         WHERE access_code_id = $1 AND claim_token = $2
         "#,
+        claim.access_code_id,
+        claim.claim_token,
+        uncount,
+        delay_seconds,
+        dead,
+        error,
     )
-    .bind(&claim.access_code_id)
-    .bind(claim.claim_token)
-    .bind(uncount)
-    .bind(delay_seconds)
-    .bind(dead)
-    .bind(error)
     .execute(pool)
     .await?
     .rows_affected();
