@@ -8,8 +8,10 @@ WORKDIR /app
 # whose files must exist. The cargo registry and target folder are BuildKit
 # caches, so a source change rebuilds only this crate.
 COPY . .
-# Queries are checked at run time, so the build needs no database; migrations
-# and config/base.toml are compiled into the binary.
+# Queries are checked at compile time against the offline data in .sqlx/, so the
+# build needs no database; migrations and config/base.toml are compiled into the
+# binary.
+ENV SQLX_OFFLINE=true
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/app/target \
     cargo build --release --locked --bin seam-access-sync \

@@ -139,6 +139,8 @@ pub struct AccessCodeView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns of `AccessCodeView`, for the list's query builder; `get_access_code`
+/// names them itself (checked at compile time against the struct).
 const VIEW_COLUMNS: &str = "access_code_id, device_id, workspace_id, name, type, status, is_managed, starts_at, \
      ends_at, warnings, errors, code, deleted_at, last_event_id, last_event_type, last_event_occurred_at, \
      fetched_at, updated_at";
@@ -150,7 +152,7 @@ pub struct AccessCodePage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryEntry {
     /// `created`, `changed` or `deleted`.
     pub change: String,
@@ -167,7 +169,7 @@ pub struct HistoryEntry {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventSummary {
     pub event_id: String,
     pub event_type: String,
@@ -341,26 +343,32 @@ pub async fn get_access_code(
     State(state): State<AppState>,
     Path(access_code_id): Path<String>,
 ) -> Result<Json<AccessCodeDetail>, ApiError> {
-    let view: Option<AccessCodeView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {VIEW_COLUMNS} FROM access_codes WHERE access_code_id = $1"
-    )))
-    .bind(&access_code_id)
+    let view = sqlx::query_as!(
+        AccessCodeView,
+        r#"SELECT access_code_id, device_id, workspace_id, name, type AS kind, status, is_managed, starts_at,
+                ends_at, warnings AS "warnings: Jsonb<Value>", errors AS "errors: Jsonb<Value>", code, deleted_at,
+                last_event_id, last_event_type, last_event_occurred_at, fetched_at, updated_at
+         FROM access_codes WHERE access_code_id = $1"#,
+        access_code_id,
+    )
     .fetch_optional(&state.pool)
     .await?;
     let view = view.ok_or(ApiError::NotFound)?;
-    let history = sqlx::query_as(
-        "SELECT change, previous_status, status, warnings, errors, event_id, event_type, event_occurred_at,
-                fetched_at, created_at
-         FROM access_code_history WHERE access_code_id = $1 ORDER BY id",
+    let history = sqlx::query_as!(
+        HistoryEntry,
+        r#"SELECT change, previous_status, status, warnings AS "warnings: Jsonb<Value>",
+                errors AS "errors: Jsonb<Value>", event_id, event_type, event_occurred_at, fetched_at, created_at
+         FROM access_code_history WHERE access_code_id = $1 ORDER BY id"#,
+        access_code_id,
     )
-    .bind(&access_code_id)
     .fetch_all(&state.pool)
     .await?;
-    let recent_events = sqlx::query_as(
+    let recent_events = sqlx::query_as!(
+        EventSummary,
         "SELECT event_id, event_type, occurred_at, received_at FROM seam_events
          WHERE access_code_id = $1 ORDER BY received_at DESC LIMIT 50",
+        access_code_id,
     )
-    .bind(&access_code_id)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(AccessCodeDetail { access_code: hide_pin(view, state.settings.store_pins), history, recent_events }))

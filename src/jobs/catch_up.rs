@@ -60,22 +60,23 @@ impl CatchUp {
     /// One run, unless another replica is running one.
     pub async fn run_once(&self) -> anyhow::Result<RunOutcome> {
         let mut lock = self.pool.acquire().await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *lock).await?;
+        let locked: bool = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, LOCK_KEY)
+            .fetch_one(&mut *lock)
+            .await?;
         if !locked {
             self.count_run(CatchUpRun::Skipped);
             return Ok(RunOutcome::Skipped);
         }
         let result = self.run_locked().await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut *lock).await;
+        let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", LOCK_KEY).fetch_one(&mut *lock).await;
         match &result {
             Ok(_) => self.count_run(CatchUpRun::Completed),
             Err(e) => {
                 self.count_run(CatchUpRun::Failed);
-                let _ = sqlx::query(
+                let _ = sqlx::query!(
                     "UPDATE catch_up_state SET last_run_at = now(), last_error = $1, updated_at = now() WHERE id = 1",
+                    format!("{e:#}"),
                 )
-                .bind(format!("{e:#}"))
                 .execute(&self.pool)
                 .await;
             }
@@ -85,7 +86,9 @@ impl CatchUp {
 
     async fn run_locked(&self) -> anyhow::Result<RunOutcome> {
         let mark: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT high_water_mark FROM catch_up_state WHERE id = 1").fetch_one(&self.pool).await?;
+            sqlx::query_scalar!("SELECT high_water_mark FROM catch_up_state WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
         let since = match mark {
             Some(mark) => mark - chrono::Duration::seconds(self.settings.overlap_seconds as i64),
             None => Utc::now() - chrono::Duration::hours(self.settings.initial_lookback_hours as i64),
@@ -114,14 +117,14 @@ impl CatchUp {
             .catch_up_events
             .get_or_create(&KindLabel { kind: CatchUpEvent::Seen })
             .inc_by((found - new) as u64);
-        sqlx::query(
+        sqlx::query!(
             "UPDATE catch_up_state SET high_water_mark = $1, last_run_at = now(), last_success_at = now(),
                  last_events_found = $2, last_events_new = $3, last_error = NULL, updated_at = now()
              WHERE id = 1",
+            newest,
+            found as i32,
+            new as i32,
         )
-        .bind(newest)
-        .bind(found as i32)
-        .bind(new as i32)
         .execute(&self.pool)
         .await?;
         if new > 0 {

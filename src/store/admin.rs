@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use crate::seam::event::CodeEndpoint;
 use crate::store::queue::{self, REFETCH_CHANNEL, RefetchRequest};
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueStatus {
     /// Re-fetches not dead-lettered: waiting, backing off or in flight.
     pub pending: i64,
@@ -30,12 +30,13 @@ pub struct QueueStatus {
 }
 
 pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        QueueStatus,
         r#"
         SELECT q.*,
             (SELECT max(received_at) FROM seam_events) AS last_webhook_at,
             EXTRACT(EPOCH FROM now() - (SELECT max(received_at) FROM seam_events))::float8 AS last_webhook_age_seconds,
-            (SELECT count(*) FROM access_codes) AS mirrored_codes,
+            (SELECT count(*) FROM access_codes) AS "mirrored_codes!",
             c.high_water_mark AS catch_up_high_water_mark,
             EXTRACT(EPOCH FROM now() - c.high_water_mark)::float8 AS catch_up_mark_age_seconds,
             c.last_success_at AS catch_up_last_success_at,
@@ -45,13 +46,13 @@ pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
             c.last_error AS catch_up_last_error
         FROM (
             SELECT
-                count(*) FILTER (WHERE dead_lettered_at IS NULL) AS pending,
-                count(*) FILTER (WHERE dead_lettered_at IS NULL AND claimed_until > now()) AS in_flight,
+                count(*) FILTER (WHERE dead_lettered_at IS NULL) AS "pending!",
+                count(*) FILTER (WHERE dead_lettered_at IS NULL AND claimed_until > now()) AS "in_flight!",
                 count(*) FILTER (WHERE dead_lettered_at IS NULL AND next_attempt_at <= now()
-                                   AND (claimed_until IS NULL OR claimed_until <= now())) AS due,
+                                   AND (claimed_until IS NULL OR claimed_until <= now())) AS "due!",
                 EXTRACT(EPOCH FROM now() - min(first_requested_at) FILTER (WHERE dead_lettered_at IS NULL))::float8
                     AS oldest_pending_age_seconds,
-                count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS dead_letters
+                count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS "dead_letters!"
             FROM access_code_refetches
         ) q, catch_up_state c
         "#,
@@ -60,7 +61,7 @@ pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
     .await
 }
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub access_code_id: String,
     pub endpoint: CodeEndpoint,
@@ -71,10 +72,12 @@ pub struct DeadLetter {
 }
 
 pub async fn dead_letters(pool: &PgPool) -> sqlx::Result<Vec<DeadLetter>> {
-    sqlx::query_as(
-        "SELECT access_code_id, endpoint, attempts, dead_lettered_at, last_error, last_event_type
+    sqlx::query_as!(
+        DeadLetter,
+        r#"SELECT access_code_id, endpoint AS "endpoint: CodeEndpoint", attempts,
+                dead_lettered_at AS "dead_lettered_at!", last_error, last_event_type
          FROM access_code_refetches WHERE dead_lettered_at IS NOT NULL
-         ORDER BY dead_lettered_at, access_code_id",
+         ORDER BY dead_lettered_at, access_code_id"#,
     )
     .fetch_all(pool)
     .await
@@ -84,18 +87,18 @@ pub async fn dead_letters(pool: &PgPool) -> sqlx::Result<Vec<DeadLetter>> {
 /// `ids` is None. Returns the ids redriven.
 pub async fn redrive(pool: &PgPool, ids: Option<&[String]>) -> sqlx::Result<Vec<String>> {
     let mut tx = pool.begin().await?;
-    let redriven: Vec<String> = sqlx::query_scalar(
+    let redriven: Vec<String> = sqlx::query_scalar!(
         "UPDATE access_code_refetches SET
              dead_lettered_at = NULL, attempts = 0, next_attempt_at = now(),
              first_requested_at = now(), updated_at = now()
          WHERE dead_lettered_at IS NOT NULL AND ($1::text[] IS NULL OR access_code_id = ANY($1))
          RETURNING access_code_id",
+        ids,
     )
-    .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
     if !redriven.is_empty() {
-        sqlx::query("SELECT pg_notify($1, '')").bind(REFETCH_CHANNEL).execute(&mut *tx).await?;
+        sqlx::query!("SELECT pg_notify($1, '')", REFETCH_CHANNEL).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     let mut redriven = redriven;
@@ -131,12 +134,12 @@ pub async fn refetch_each(pool: &PgPool, codes: &[(String, CodeEndpoint)]) -> sq
 
 /// Every code that still exists in the mirror, with the endpoint that serves it.
 pub async fn existing_codes(pool: &PgPool) -> sqlx::Result<Vec<(String, CodeEndpoint)>> {
-    let rows: Vec<(String, bool)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT access_code_id, is_managed FROM access_codes WHERE deleted_at IS NULL ORDER BY access_code_id",
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(id, managed)| (id, CodeEndpoint::of(managed))).collect())
+    Ok(rows.into_iter().map(|row| (row.access_code_id, CodeEndpoint::of(row.is_managed))).collect())
 }
 
 /// Deletes stored events received more than `days` days ago, in batches so no
@@ -144,13 +147,13 @@ pub async fn existing_codes(pool: &PgPool) -> sqlx::Result<Vec<(String, CodeEndp
 pub async fn prune_events(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "DELETE FROM seam_events WHERE event_id IN (
                  SELECT event_id FROM seam_events
                  WHERE received_at < now() - make_interval(days => $1)
                  LIMIT 5000)",
+            i32::try_from(days).unwrap_or(i32::MAX),
         )
-        .bind(i32::try_from(days).unwrap_or(i32::MAX))
         .execute(pool)
         .await?
         .rows_affected();

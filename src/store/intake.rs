@@ -41,19 +41,7 @@ pub struct Incoming<'a> {
 
 /// Inserts a batch of events (arrays, one element per event); returns the ids of
 /// those not stored before. Public so the benchmark's pgbench baseline runs it too.
-pub const INSERT_EVENTS_SQL: &str = r#"
-        INSERT INTO seam_events
-            (event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
-             occurred_at, action, payload)
-        SELECT event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
-               occurred_at, action, payload::jsonb
-        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::timestamptz[], $8::text[], $9::text[])
-             AS e(event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
-                  occurred_at, action, payload)
-        ON CONFLICT DO NOTHING
-        RETURNING event_id
-        "#;
+pub const INSERT_EVENTS_SQL: &str = include_str!("sql/insert_events.sql");
 
 /// Stores one event. Commits before returning.
 pub async fn store_event(pool: &PgPool, delivery_id: Option<&str>, event: &SeamEvent) -> sqlx::Result<Stored> {
@@ -71,18 +59,20 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
     let text = |f: &dyn Fn(&SeamEvent) -> Option<String>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
 
     let mut tx = pool.begin().await?;
-    let inserted: Vec<String> = sqlx::query_scalar(INSERT_EVENTS_SQL)
-        .bind(text(&|e| Some(e.event_id.clone())))
-        .bind(order.iter().map(|&i| batch[i].delivery_id.map(str::to_owned)).collect::<Vec<_>>())
-        .bind(text(&|e| Some(e.event_type.clone())))
-        .bind(text(&|e| e.access_code_id.clone()))
-        .bind(text(&|e| e.device_id.clone()))
-        .bind(text(&|e| e.workspace_id.clone()))
-        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.action().kind()).collect::<Vec<_>>())
-        .bind(text(&|e| Some(e.payload.to_string())))
-        .fetch_all(&mut *tx)
-        .await?;
+    let inserted: Vec<String> = sqlx::query_file_scalar!(
+        "src/store/sql/insert_events.sql",
+        text(&|e| Some(e.event_id.clone())) as _,
+        order.iter().map(|&i| batch[i].delivery_id.map(str::to_owned)).collect::<Vec<_>>() as _,
+        text(&|e| Some(e.event_type.clone())) as _,
+        text(&|e| e.access_code_id.clone()) as _,
+        text(&|e| e.device_id.clone()) as _,
+        text(&|e| e.workspace_id.clone()) as _,
+        events.iter().map(|e| e.occurred_at).collect::<Vec<_>>() as _,
+        events.iter().map(|e| e.action().kind()).collect::<Vec<_>>() as _,
+        text(&|e| Some(e.payload.to_string())) as _,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
 
     let mut fresh: HashSet<String> = inserted.into_iter().collect();
     let stored: Vec<Stored> =

@@ -85,7 +85,6 @@ impl Snapshot {
 }
 
 /// The mirror row as it stands before a fetch is applied.
-#[derive(sqlx::FromRow)]
 struct Current {
     status: Option<String>,
     warnings: Json<Value>,
@@ -167,12 +166,14 @@ pub async fn apply(
 }
 
 async fn lock_current(conn: &mut PgConnection, access_code_id: &str) -> sqlx::Result<Option<Current>> {
-    sqlx::query_as(
-        "SELECT status, warnings, errors, deleted_at IS NOT NULL AS deleted, fetched_at,
+    sqlx::query_as!(
+        Current,
+        r#"SELECT status, warnings AS "warnings: Json<Value>", errors AS "errors: Json<Value>",
+                deleted_at IS NOT NULL AS "deleted!", fetched_at,
                 last_event_id, last_event_type, last_event_occurred_at
-         FROM access_codes WHERE access_code_id = $1 FOR UPDATE",
+         FROM access_codes WHERE access_code_id = $1 FOR UPDATE"#,
+        access_code_id,
     )
-    .bind(access_code_id)
     .fetch_optional(conn)
     .await
 }
@@ -191,7 +192,7 @@ async fn upsert_found(
         redact_pin(&mut stored);
     }
     let is_managed = fetch.endpoint == CodeEndpoint::Managed && code.is_managed.unwrap_or(true);
-    sqlx::query(
+    sqlx::query!(
         r#"
         INSERT INTO access_codes AS a
             (access_code_id, device_id, workspace_id, name, type, status, is_managed,
@@ -213,24 +214,24 @@ async fn upsert_found(
             last_event_occurred_at = EXCLUDED.last_event_occurred_at,
             fetched_at = EXCLUDED.fetched_at, updated_at = clock_timestamp()
         "#,
+        fetch.access_code_id,
+        code.device_id.as_deref().or(fetch.device_id),
+        code.workspace_id.as_deref().or(fetch.workspace_id),
+        code.name,
+        code.kind,
+        code.status,
+        is_managed,
+        code.starts_at.as_deref().and_then(parse_time),
+        code.ends_at.as_deref().and_then(parse_time),
+        Json(&code.warnings) as _,
+        Json(&code.errors) as _,
+        if store_pins { code.code.as_deref() } else { None },
+        Json(&stored) as _,
+        newest.event_id,
+        newest.event_type,
+        newest.occurred_at,
+        fetch.started_at,
     )
-    .bind(fetch.access_code_id)
-    .bind(code.device_id.as_deref().or(fetch.device_id))
-    .bind(code.workspace_id.as_deref().or(fetch.workspace_id))
-    .bind(&code.name)
-    .bind(&code.kind)
-    .bind(&code.status)
-    .bind(is_managed)
-    .bind(code.starts_at.as_deref().and_then(parse_time))
-    .bind(code.ends_at.as_deref().and_then(parse_time))
-    .bind(Json(&code.warnings))
-    .bind(Json(&code.errors))
-    .bind(if store_pins { code.code.as_deref() } else { None })
-    .bind(Json(&stored))
-    .bind(&newest.event_id)
-    .bind(&newest.event_type)
-    .bind(newest.occurred_at)
-    .bind(fetch.started_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -239,7 +240,7 @@ async fn upsert_found(
 /// Marks a code Seam no longer has as deleted (creating the row if the code was
 /// never seen alive), keeping what was last known of it.
 async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &EventRef) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         r#"
         INSERT INTO access_codes AS a
             (access_code_id, device_id, workspace_id, deleted_at,
@@ -252,14 +253,14 @@ async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &Event
             last_event_occurred_at = EXCLUDED.last_event_occurred_at,
             fetched_at = EXCLUDED.fetched_at, updated_at = clock_timestamp()
         "#,
+        fetch.access_code_id,
+        fetch.device_id,
+        fetch.workspace_id,
+        newest.event_id,
+        newest.event_type,
+        newest.occurred_at,
+        fetch.started_at,
     )
-    .bind(fetch.access_code_id)
-    .bind(fetch.device_id)
-    .bind(fetch.workspace_id)
-    .bind(&newest.event_id)
-    .bind(&newest.event_type)
-    .bind(newest.occurred_at)
-    .bind(fetch.started_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -275,24 +276,24 @@ async fn record_change(
     now: &Snapshot,
 ) -> sqlx::Result<()> {
     let trigger = &fetch.trigger;
-    sqlx::query(
+    sqlx::query!(
         r#"
         INSERT INTO access_code_history
             (access_code_id, change, previous_status, status, warnings, errors,
              event_id, event_type, event_occurred_at, fetched_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         "#,
+        fetch.access_code_id,
+        kind as _,
+        previous_status,
+        now.status,
+        Json(&now.warnings) as _,
+        Json(&now.errors) as _,
+        trigger.event_id,
+        trigger.event_type,
+        trigger.occurred_at,
+        fetch.started_at,
     )
-    .bind(fetch.access_code_id)
-    .bind(kind)
-    .bind(previous_status)
-    .bind(&now.status)
-    .bind(Json(&now.warnings))
-    .bind(Json(&now.errors))
-    .bind(&trigger.event_id)
-    .bind(&trigger.event_type)
-    .bind(trigger.occurred_at)
-    .bind(fetch.started_at)
     .execute(&mut *conn)
     .await?;
     let payload = serde_json::json!({
@@ -304,7 +305,7 @@ async fn record_change(
         "errors": now.errors.as_array().map_or(0, Vec::len),
         "event_type": trigger.event_type,
     });
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGE_CHANNEL).bind(payload.to_string()).execute(conn).await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANGE_CHANNEL, payload.to_string()).execute(conn).await?;
     Ok(())
 }
 

@@ -42,18 +42,14 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// How many of the compiled-in migrations the database has not applied.
 pub async fn pending_migrations(pool: &PgPool) -> sqlx::Result<usize> {
-    let applied: Vec<(i64,)> =
-        match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await {
             Ok(rows) => rows,
             // No migrations table yet: none applied.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
             Err(e) => return Err(e),
         };
-    Ok(MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
-        .count())
+    Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).filter(|m| !applied.contains(&m.version)).count())
 }
 
 /// SQLSTATE class 22: Postgres refused the data itself (e.g. a NUL character in

@@ -27,41 +27,7 @@ pub struct RefetchRequest<'a> {
 
 /// Upserts a batch of re-fetch requests (arrays, one element per code) and
 /// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
-pub const ENQUEUE_SQL: &str = r#"
-        WITH upserted AS (
-            INSERT INTO access_code_refetches AS r
-                (access_code_id, endpoint, device_id, workspace_id, requests,
-                 last_event_id, last_event_type, last_event_occurred_at)
-            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                                 $6::text[], $7::text[], $8::timestamptz[])
-            ON CONFLICT (access_code_id) DO UPDATE SET
-                requests = r.requests + EXCLUDED.requests,
-                -- The newest event decides the endpoint and the event the mirror names
-                -- (event_supersedes: the one rule, shared with the mirror).
-                endpoint = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
-                                                      r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.endpoint ELSE r.endpoint END,
-                last_event_id = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
-                                                           r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.last_event_id ELSE r.last_event_id END,
-                last_event_type = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at, EXCLUDED.last_event_id,
-                                                             r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.last_event_type ELSE r.last_event_type END,
-                last_event_occurred_at = CASE WHEN event_supersedes(EXCLUDED.last_event_occurred_at,
-                                                  EXCLUDED.last_event_id, r.last_event_occurred_at, r.last_event_id)
-                                THEN EXCLUDED.last_event_occurred_at ELSE r.last_event_occurred_at END,
-                device_id = COALESCE(EXCLUDED.device_id, r.device_id),
-                workspace_id = COALESCE(EXCLUDED.workspace_id, r.workspace_id),
-                -- A new request revives a dead letter.
-                attempts = CASE WHEN r.dead_lettered_at IS NULL THEN r.attempts ELSE 0 END,
-                next_attempt_at = CASE WHEN r.dead_lettered_at IS NULL THEN r.next_attempt_at ELSE now() END,
-                first_requested_at = CASE WHEN r.dead_lettered_at IS NULL THEN r.first_requested_at ELSE now() END,
-                dead_lettered_at = NULL,
-                updated_at = now()
-            RETURNING 1
-        )
-        SELECT pg_notify($9, '') FROM (SELECT 1 FROM upserted LIMIT 1) any_upserted
-        "#;
+pub const ENQUEUE_SQL: &str = include_str!("sql/enqueue.sql");
 
 /// Adds a request to the code's pending re-fetch, creating it if there is none.
 pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
@@ -88,23 +54,25 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
     let counts: Vec<i64> = requests.iter().map(|r| r.requests).collect();
     let occurred: Vec<Option<DateTime<Utc>>> =
         requests.iter().map(|r| r.event.as_ref().and_then(|e| e.occurred_at)).collect();
-    sqlx::query(ENQUEUE_SQL)
-        .bind(ids)
-        .bind(endpoints)
-        .bind(devices)
-        .bind(workspaces)
-        .bind(counts)
-        .bind(event_ids)
-        .bind(event_types)
-        .bind(occurred)
-        .bind(REFETCH_CHANNEL)
-        .execute(conn)
-        .await?;
+    sqlx::query_file!(
+        "src/store/sql/enqueue.sql",
+        ids as _,
+        endpoints as _,
+        devices as _,
+        workspaces as _,
+        &counts,
+        event_ids as _,
+        event_types as _,
+        occurred as _,
+        REFETCH_CHANNEL,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// A re-fetch this worker holds until `claimed_until`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claim {
     pub access_code_id: String,
     pub endpoint: CodeEndpoint,
@@ -146,7 +114,8 @@ impl Claim {
 /// rows, of which the worker served the first: the rest sat claimed, unserved, until
 /// their lease expired (found by the fault suite, tests/faults).
 pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<Claim>> {
-    sqlx::query_as::<_, Claim>(
+    sqlx::query_as!(
+        Claim,
         r#"
         UPDATE access_code_refetches r SET
             claim_token = gen_random_uuid(),
@@ -162,24 +131,24 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )
-        RETURNING r.access_code_id, r.endpoint, r.device_id, r.workspace_id, r.requests,
-                  r.attempts, r.claim_token, now() AS claimed_at, r.first_requested_at,
+        RETURNING r.access_code_id, r.endpoint AS "endpoint: CodeEndpoint", r.device_id, r.workspace_id, r.requests,
+                  r.attempts, r.claim_token AS "claim_token!", now() AS "claimed_at!", r.first_requested_at,
                   r.last_event_id, r.last_event_type, r.last_event_occurred_at
         "#,
+        lease.as_secs_f64(),
     )
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await
 }
 
 /// Whether the claim is still ours; locks the queue row until the transaction ends.
 pub async fn lock_claim(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<bool> {
-    let row: Option<(i64,)> = sqlx::query_as(
+    let row: Option<i64> = sqlx::query_scalar!(
         "SELECT requests FROM access_code_refetches
          WHERE access_code_id = $1 AND claim_token = $2 FOR UPDATE",
+        claim.access_code_id,
+        claim.claim_token,
     )
-    .bind(&claim.access_code_id)
-    .bind(claim.claim_token)
     .fetch_optional(conn)
     .await?;
     Ok(row.is_some())
@@ -196,16 +165,18 @@ pub enum Completion {
 
 /// Ends a successful fetch inside the caller's transaction (after `lock_claim`).
 pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Completion> {
-    let deleted = sqlx::query("DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2")
-        .bind(&claim.access_code_id)
-        .bind(claim.requests)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2",
+        claim.access_code_id,
+        claim.requests,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     if deleted == 1 {
         return Ok(Completion::Done);
     }
-    sqlx::query(
+    sqlx::query!(
         r#"
         WITH rearmed AS (
             UPDATE access_code_refetches SET
@@ -216,9 +187,9 @@ pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Co
         )
         SELECT pg_notify($2, '') FROM rearmed
         "#,
+        claim.access_code_id,
+        REFETCH_CHANNEL,
     )
-    .bind(&claim.access_code_id)
-    .bind(REFETCH_CHANNEL)
     .execute(conn)
     .await?;
     Ok(Completion::RequestedAgain)
@@ -241,7 +212,7 @@ pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) 
         Failure::Retry { delay, counts } => (delay.as_secs_f64(), i32::from(!counts), false),
         Failure::DeadLetter => (0.0, 0, true),
     };
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         r#"
         UPDATE access_code_refetches SET
             claim_token = NULL, claimed_until = NULL,
@@ -252,13 +223,13 @@ pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) 
             updated_at = now()
         WHERE access_code_id = $1 AND claim_token = $2
         "#,
+        claim.access_code_id,
+        claim.claim_token,
+        uncount,
+        delay_seconds,
+        dead,
+        error,
     )
-    .bind(&claim.access_code_id)
-    .bind(claim.claim_token)
-    .bind(uncount)
-    .bind(delay_seconds)
-    .bind(dead)
-    .bind(error)
     .execute(pool)
     .await?
     .rows_affected();

@@ -17,7 +17,7 @@ crate::text_enum::text_enum! {
 }
 
 /// A code a sweep should re-fetch.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Due {
     pub access_code_id: String,
     pub device_id: Option<String>,
@@ -29,11 +29,12 @@ pub struct Due {
 /// Up to 1,000 codes due for a sweep's re-fetch, longest unfetched first; codes
 /// already queued are left out.
 pub async fn due(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result<Vec<Due>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Due,
         r#"
         SELECT access_code_id, device_id, workspace_id,
-               CASE WHEN is_managed THEN 'managed' ELSE 'unmanaged' END AS endpoint,
-               CASE WHEN status IN ('setting', 'removing', 'unknown') THEN 'stuck' ELSE 'time_bound' END AS kind
+               CASE WHEN is_managed THEN 'managed' ELSE 'unmanaged' END AS "endpoint!: CodeEndpoint",
+               CASE WHEN status IN ('setting', 'removing', 'unknown') THEN 'stuck' ELSE 'time_bound' END AS "kind!: SweepKind"
         FROM access_codes a
         WHERE deleted_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM access_code_refetches r WHERE r.access_code_id = a.access_code_id)
@@ -50,10 +51,10 @@ pub async fn due(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result<Vec<Du
         ORDER BY fetched_at
         LIMIT 1000
         "#,
+        settings.stuck_after_seconds as f64,
+        settings.stuck_max_interval_seconds.max(settings.stuck_after_seconds) as f64,
+        settings.time_bound_grace_seconds as f64,
     )
-    .bind(settings.stuck_after_seconds as f64)
-    .bind(settings.stuck_max_interval_seconds.max(settings.stuck_after_seconds) as f64)
-    .bind(settings.time_bound_grace_seconds as f64)
     .fetch_all(pool)
     .await
 }
