@@ -33,6 +33,9 @@ impl Application {
     /// the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         settings.check_secrets()?;
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
         let pool = store::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
             store::migrate(&pool).await?;

@@ -27,8 +27,16 @@ const SEAM_ENV_NAMES: &[(&str, &str)] = &[
     ("API_TOKEN", "api.tokens"),
 ];
 
+/// Shortest webhook secret accepted, in bytes after decoding.
+pub const MIN_SECRET_BYTES: usize = 24;
+/// Shortest read-API token accepted, in characters.
+pub const MIN_API_TOKEN_CHARS: usize = 32;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
+    /// `APP_ENVIRONMENT` (`local` when unset; `test` for `from_toml`).
+    #[serde(skip)]
+    pub environment: String,
     pub store_pins: bool,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -166,19 +174,23 @@ impl Settings {
         if environment != "local" && !file.exists() {
             bail!("APP_ENVIRONMENT={environment} but {} does not exist", file.display());
         }
-        Self::from_figment(
+        let mut settings = Self::from_figment(
             Figment::from(Toml::string(BASE))
                 .merge(Toml::file(file))
                 .merge(Env::prefixed("APP_").split("__").ignore(&["environment", "config_dir"]))
                 .merge(seam_env()),
-        )
+        )?;
+        settings.environment = environment;
+        Ok(settings)
     }
 
     /// The compiled-in defaults with TOML `layers` on top, later ones winning: for
     /// tests and tools.
     pub fn from_toml(layers: &[&str]) -> anyhow::Result<Settings> {
         let figment = layers.iter().fold(Figment::from(Toml::string(BASE)), |f, layer| f.merge(Toml::string(layer)));
-        Self::from_figment(figment)
+        let mut settings = Self::from_figment(figment)?;
+        settings.environment = "test".into();
+        Ok(settings)
     }
 
     fn from_figment(figment: Figment) -> anyhow::Result<Settings> {
@@ -207,10 +219,19 @@ impl Settings {
         if self.api.max_page_size == 0 {
             bail!("api.max_page_size must be at least 1");
         }
+        if let Some(short) =
+            self.api_tokens().iter().map(|t| t.chars().count()).filter(|n| *n < MIN_API_TOKEN_CHARS).min()
+        {
+            bail!(
+                "API_TOKEN is weak: a token of {short} characters, fewer than {MIN_API_TOKEN_CHARS}; \
+                 make one with `openssl rand -hex 32`"
+            );
+        }
         Ok(())
     }
 
-    /// The read API's bearer tokens; empty when the read API is off.
+    /// The read API's bearer tokens; empty when the read API is off. Each is at
+    /// least `MIN_API_TOKEN_CHARS` long (checked at load).
     pub fn api_tokens(&self) -> Vec<String> {
         self.api
             .tokens
@@ -240,9 +261,41 @@ impl Settings {
         Ok(())
     }
 
+    /// The webhook secrets, refused when one is weak: under
+    /// `MIN_SECRET_BYTES` after decoding (Svix issues 24 or more), or the secret
+    /// published with the Standard Webhooks test vectors in production.
     pub fn webhook_secrets(&self) -> anyhow::Result<WebhookSecrets> {
-        WebhookSecrets::parse(self.webhook.secret.expose_secret())
-            .map_err(|e| anyhow::anyhow!("SEAM_WEBHOOK_SECRET is {e}"))
+        let secrets = WebhookSecrets::parse(self.webhook.secret.expose_secret())
+            .map_err(|e| anyhow::anyhow!("SEAM_WEBHOOK_SECRET is {e}"))?;
+        if let Some((number, bytes)) = secrets.shortest().filter(|(_, bytes)| *bytes < MIN_SECRET_BYTES) {
+            bail!(
+                "SEAM_WEBHOOK_SECRET is weak: secret #{number} is {bytes} bytes after decoding, fewer than \
+                 {MIN_SECRET_BYTES}; use the whsec_ secret Seam shows for the endpoint"
+            );
+        }
+        if secrets.includes_public_test_secret() && self.environment == "production" {
+            bail!(
+                "SEAM_WEBHOOK_SECRET holds the public Standard Webhooks test-vector secret, which anyone can sign \
+                 with; refused with APP_ENVIRONMENT=production"
+            );
+        }
+        Ok(secrets)
+    }
+
+    /// What is allowed but unwise, for a loud line at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.server.run_mode.runs_endpoint()
+            && WebhookSecrets::parse(self.webhook.secret.expose_secret())
+                .is_ok_and(|secrets| secrets.includes_public_test_secret())
+        {
+            warnings.push(
+                "SEAM_WEBHOOK_SECRET holds the PUBLIC test-vector secret: anyone can forge webhooks; \
+                 never use it outside tests"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 }
 
@@ -359,5 +412,39 @@ mod tests {
         let debug = format!("{settings:?}");
         assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
         assert!(!debug.contains("seam_test_key"));
+    }
+
+    #[test]
+    fn weak_secrets_and_tokens_refuse_to_start() {
+        for (secret, why) in
+            [("test", "3 bytes"), ("whsec_AA==", "1 bytes"), ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2La", "21 bytes")]
+        {
+            let toml = format!("[webhook]\nsecret = \"{secret}\"\n[seam]\napi_key = \"seam_x\"");
+            let err = checked(&toml).unwrap_err().to_string();
+            assert!(err.contains("weak") && err.contains(why), "{secret}: {err}");
+        }
+        // A rotation pair is as strong as its weakest secret.
+        let toml =
+            "[webhook]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_AA==\"\n[seam]\napi_key = \"seam_x\"";
+        assert!(checked(toml).unwrap_err().to_string().contains("secret #2"));
+        for token in ["a", "read-token-1", &"x".repeat(31)] {
+            let err = Settings::from_toml(&[VALID, &format!("[api]\ntokens = \"{token}\"")]).unwrap_err();
+            assert!(err.to_string().contains("API_TOKEN is weak"), "{token}: {err}");
+        }
+        assert!(Settings::from_toml(&[VALID, &format!("[api]\ntokens = \"{}\"", "x".repeat(32))]).is_ok());
+    }
+
+    #[test]
+    fn the_public_test_vector_secret_warns_and_is_refused_in_production() {
+        let mut settings = checked(VALID).expect("allowed outside production");
+        assert_eq!(settings.warnings().len(), 1, "with a loud warning");
+        settings.environment = "production".into();
+        let err = settings.check_secrets().unwrap_err().to_string();
+        assert!(err.contains("public"), "{err}");
+        let own = "[webhook]\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n[seam]\napi_key = \"seam_x\"";
+        let mut settings = checked(own).unwrap();
+        assert!(settings.warnings().is_empty());
+        settings.environment = "production".into();
+        assert!(settings.check_secrets().is_ok());
     }
 }

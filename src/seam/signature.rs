@@ -71,6 +71,21 @@ impl WebhookSecrets {
     }
 }
 
+/// The secret of the public Standard Webhooks / Svix test vectors: anyone can sign with it.
+pub const PUBLIC_TEST_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+impl WebhookSecrets {
+    /// The shortest key: its number (from 1) and its length in bytes.
+    pub fn shortest(&self) -> Option<(usize, usize)> {
+        self.0.iter().enumerate().map(|(i, key)| (i + 1, key.len())).min_by_key(|(_, len)| *len)
+    }
+
+    pub fn includes_public_test_secret(&self) -> bool {
+        let public = decode_secret(PUBLIC_TEST_SECRET).expect("the public test secret decodes");
+        self.0.contains(&public)
+    }
+}
+
 fn decode_secret(secret: &str) -> Option<Vec<u8>> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
     LENIENT_BASE64.decode(encoded).ok()
