@@ -1,6 +1,11 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t seam-access-sync .
-# Run:   docker run -p 8080:8080 -e DATABASE_URL=... -e SEAM_API_KEY=... -e SEAM_WEBHOOK_SECRET=... seam-access-sync
+# Run:   docker run -p 8080:8080 --ulimit nofile=4096:4096 --stop-timeout 30 \
+#          -e DATABASE_URL=... -e SEAM_API_KEY=... -e SEAM_WEBHOOK_SECRET=... seam-access-sync
+# (a Dockerfile cannot set ulimits: the file-descriptor limit must hold
+# server.max_connections = 1,024 sockets plus the pools, as docker-compose.yml
+# and deploy/seam-access-sync.service set it; the stop timeout must exceed
+# server.shutdown_deadline_ms = 20 s.)
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /app
@@ -29,6 +34,7 @@ ENV APP_ENVIRONMENT=production \
     APP_CONFIG_DIR=/app/config
 USER 10001
 EXPOSE 8080
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=6s --start-period=10s --retries=3 CMD ["seam-access-sync", "healthcheck"]
 ENTRYPOINT ["seam-access-sync"]
 CMD ["serve"]
