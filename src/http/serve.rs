@@ -1,8 +1,9 @@
 //! The accept loop: hyper's connection builder with a timer, so the limits that
 //! protect an open port actually run (`axum::serve` builds hyper without one, and
 //! then hyper's header-read timeout never fires):
-//! - a header-read timeout, which on HTTP/1.1 also closes a keep-alive connection
-//!   idle for that long (the wait for the next request's headers counts);
+//! - a header-read timeout, which also closes a connection that sends nothing and,
+//!   on HTTP/1.1, a keep-alive connection idle for that long (the wait for the next
+//!   request's headers counts);
 //! - a cap on the size of a request head and on its number of headers;
 //! - a cap on concurrent connections: at the cap, new ones wait in the kernel's
 //!   accept queue until one closes (never refused by us, never a crash);
@@ -92,8 +93,16 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let (builder, finish, drop_now) = (builder.clone(), finish.clone(), drop_now.clone());
+        let first_byte_timeout = limits.header_read_timeout;
         connections.spawn(async move {
             let _permit = permit;
+            // Until the first byte, hyper is still choosing between HTTP/1 and
+            // HTTP/2 and no timer of its own runs: a silent connection is closed here.
+            // (`peek` waits for a byte; readiness alone can be reported early.)
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                return;
+            }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod helpers;
+mod limits;
 mod operations;
 mod read_api;
 mod reconcile;
