@@ -5,5 +5,6 @@
 pub mod catch_up;
 pub mod periodic;
 pub mod prune;
+pub mod supervisor;
 pub mod sweep;
 pub mod worker;

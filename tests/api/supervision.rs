@@ -1,0 +1,107 @@
+//! Background work that survives its failures: supervised tasks are restarted and
+//! counted.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use seam_access_sync::jobs::supervisor::{Backoff, Supervisor};
+use seam_access_sync::telemetry::metrics::{Metrics, Task, TaskLabel};
+use tokio_util::sync::CancellationToken;
+
+/// Polls `check` until it yields a value; fails after a generous deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within 20 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fails the test instead of hanging when `future` never finishes.
+async fn finishes<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), future).await.unwrap_or_else(|_| panic!("not within 20 s: {what}"))
+}
+
+fn failures(metrics: &Metrics, task: Task) -> u64 {
+    metrics.task_failures.get_or_create(&TaskLabel { task }).get()
+}
+
+fn quick_restarts() -> Backoff {
+    Backoff { first: Duration::from_millis(10), max: Duration::from_millis(100), reset_after: Duration::from_secs(60) }
+}
+
+#[tokio::test]
+async fn a_supervised_task_that_panics_is_restarted_and_counted() {
+    let (metrics, shutdown) = (Arc::new(Metrics::new()), CancellationToken::new());
+    let mut supervisor = Supervisor::new(shutdown.clone(), metrics.clone()).with_backoff(quick_restarts());
+    let starts = Arc::new(AtomicUsize::new(0));
+    let counted = starts.clone();
+    supervisor.spawn(Task::CatchUp, move |stop| {
+        let start = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            assert!(start > 0, "the first start panics");
+            stop.cancelled().await;
+        }
+    });
+    eventually("restarted", || async { (starts.load(Ordering::SeqCst) == 2).then_some(()) }).await;
+    assert_eq!(failures(&metrics, Task::CatchUp), 1);
+
+    shutdown.cancel();
+    finishes("the supervisor stops", supervisor.wait()).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 2, "a task that stops at shutdown is not restarted");
+    assert_eq!(failures(&metrics, Task::CatchUp), 1);
+}
+
+#[tokio::test]
+async fn a_supervised_task_that_returns_before_shutdown_is_restarted_and_counted() {
+    let (metrics, shutdown) = (Arc::new(Metrics::new()), CancellationToken::new());
+    let mut supervisor = Supervisor::new(shutdown.clone(), metrics.clone()).with_backoff(quick_restarts());
+    let starts = Arc::new(AtomicUsize::new(0));
+    let counted = starts.clone();
+    supervisor.spawn(Task::Sweep, move |stop| {
+        let start = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if start >= 2 {
+                stop.cancelled().await;
+            }
+        }
+    });
+    eventually("restarted twice", || async { (starts.load(Ordering::SeqCst) == 3).then_some(()) }).await;
+    assert_eq!(failures(&metrics, Task::Sweep), 2);
+    shutdown.cancel();
+    finishes("the supervisor stops", supervisor.wait()).await;
+    assert_eq!(failures(&metrics, Task::Sweep), 2);
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_every_task_to_finish() {
+    let (metrics, shutdown) = (Arc::new(Metrics::new()), CancellationToken::new());
+    let mut supervisor = Supervisor::new(shutdown.clone(), metrics.clone());
+    let finished = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let finished = finished.clone();
+        supervisor.spawn(Task::Prune, move |stop| {
+            let finished = finished.clone();
+            async move {
+                stop.cancelled().await;
+                // Work still in flight when shutdown came.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    assert_eq!(supervisor.len(), 3);
+    shutdown.cancel();
+    finishes("the supervisor stops", supervisor.wait()).await;
+    assert_eq!(finished.load(Ordering::SeqCst), 3);
+    assert_eq!(failures(&metrics, Task::Prune), 0);
+}
