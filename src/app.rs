@@ -95,8 +95,8 @@ impl Application {
         if let Some(catch_up) = catch_up {
             tokio::spawn(catch_up.run(shutdown.clone()));
             let (sweep, metrics) = (state.settings.sweep.clone(), state.metrics.clone());
-            tokio::spawn(sweep::run(pool.clone(), sweep, metrics, shutdown.clone()));
-            tokio::spawn(prune::run(pool.clone(), state.settings.retention.clone(), shutdown.clone()));
+            tokio::spawn(sweep::run(pool.clone(), sweep, metrics.clone(), shutdown.clone()));
+            tokio::spawn(prune::run(pool.clone(), state.settings.retention.clone(), metrics, shutdown.clone()));
         }
         let worker = worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
         let limits = ConnectionLimits::from_settings(&state.settings.server);

@@ -17,7 +17,7 @@ use crate::seam::SeamKeyStatus;
 use crate::seam::client::{EventWindow, ListError, SeamClient};
 use crate::seam::event::{SeamEvent, parse_time, refetch_endpoint};
 use crate::store::intake::{self, Stored};
-use crate::telemetry::metrics::{CatchUpEvent, CatchUpRun, KindLabel, Metrics};
+use crate::telemetry::metrics::{CatchUpEvent, CatchUpRun, KindLabel, Metrics, Task};
 
 /// The advisory lock that lets one replica at a time run catch-up.
 const LOCK_KEY: i64 = 0x5ea3_ca7c;
@@ -184,7 +184,7 @@ impl CatchUp {
 
     /// Runs at start, then every `interval_seconds`, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
-        periodic::every(self.settings.interval_seconds, shutdown, || async {
+        periodic::every(Task::CatchUp, &self.metrics, self.settings.interval_seconds, shutdown, || async {
             match self.run_once().await {
                 Ok(outcome) => tracing::debug!(?outcome, "catch-up run"),
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "catch-up run failed; will try again"),

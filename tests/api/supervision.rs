@@ -1,11 +1,12 @@
 //! Background work that survives its failures: supervised tasks are restarted and
-//! counted.
+//! counted, a panicking step fails that step and not its loop.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use seam_access_sync::jobs::periodic;
 use seam_access_sync::jobs::supervisor::{Backoff, Supervisor};
 use seam_access_sync::telemetry::metrics::{Metrics, Task, TaskLabel};
 use tokio_util::sync::CancellationToken;
@@ -104,4 +105,21 @@ async fn shutdown_waits_for_every_task_to_finish() {
     finishes("the supervisor stops", supervisor.wait()).await;
     assert_eq!(finished.load(Ordering::SeqCst), 3);
     assert_eq!(failures(&metrics, Task::Prune), 0);
+}
+
+#[tokio::test]
+async fn a_periodic_step_that_panics_is_counted_and_the_next_period_runs() {
+    let (metrics, shutdown) = (Metrics::new(), CancellationToken::new());
+    let runs = AtomicUsize::new(0);
+    let step = || {
+        let run = runs.fetch_add(1, Ordering::SeqCst);
+        let shutdown = shutdown.clone();
+        async move {
+            assert!(run > 0, "the first period panics");
+            shutdown.cancel();
+        }
+    };
+    finishes("the loop stops", periodic::every(Task::Sweep, &metrics, 1, shutdown.clone(), step)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(failures(&metrics, Task::Sweep), 1);
 }
