@@ -8,8 +8,17 @@ use std::time::Duration;
 
 use seam_access_sync::jobs::periodic;
 use seam_access_sync::jobs::supervisor::{Backoff, Supervisor};
+use seam_access_sync::jobs::worker::work_loop;
+use seam_access_sync::store::queue;
 use seam_access_sync::telemetry::metrics::{Metrics, Task, TaskLabel};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
 
 /// Polls `check` until it yields a value; fails after a generous deadline.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -122,4 +131,64 @@ async fn a_periodic_step_that_panics_is_counted_and_the_next_period_runs() {
     finishes("the loop stops", periodic::every(Task::Sweep, &metrics, 1, shutdown.clone(), step)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(failures(&metrics, Task::Sweep), 1);
+}
+
+#[sqlx::test]
+async fn a_worker_step_that_panics_fails_that_fetch_not_the_loop(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = MockServer::start().await;
+    Mock::given(path("/access_codes/get"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_code": {"access_code_id": "ac_1", "device_id": "device_1", "status": "set"}, "ok": true
+        })))
+        .mount(&seam)
+        .await;
+    let extra = "[worker]\nlease_seconds = 1\npoll_interval_ms = 50\n[seam]\ntimeout_ms = 500";
+    let (worker, _) = worker(&pool, &seam.uri(), extra);
+    app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
+
+    // The first step claims the code and panics mid-fetch; the rest are the worker's.
+    let (wake, metrics, stop, steps) = (Notify::new(), Metrics::new(), CancellationToken::new(), AtomicUsize::new(0));
+    let (pool_ref, worker, steps_ref) = (&pool, &worker, &steps);
+    let step = move || async move {
+        if steps_ref.fetch_add(1, Ordering::SeqCst) == 0 {
+            let claim = queue::claim_next(pool_ref, Duration::from_secs(1)).await.unwrap();
+            assert!(claim.is_some(), "the code was due");
+            panic!("a bug in the middle of fetching ac_1");
+        }
+        worker.try_execute_task().await
+    };
+    let check = async {
+        eventually("the code is fetched after its lease expired", || async {
+            (count(&pool, "access_code_refetches").await == 0).then_some(())
+        })
+        .await;
+        stop.cancel();
+    };
+    let ((), ()) = finishes(
+        "the loop stops",
+        futures::future::join(work_loop(step, &wake, Duration::from_millis(50), &metrics, &stop), check),
+    )
+    .await;
+
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM access_codes WHERE access_code_id = 'ac_1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("set"));
+    assert!(steps.load(Ordering::SeqCst) > 2, "the loop went on after the panic");
+    assert_eq!(failures(&metrics, Task::Worker), 1);
+    assert!(captured_logs().contains("a bug in the middle of fetching ac_1"), "the panic is logged");
+}
+
+#[sqlx::test]
+async fn the_worker_process_supervises_its_background_tasks(pool: PgPool) {
+    let extra = "[server]\nrun_mode = \"all\"";
+    let app = spawn_app_with(pool.clone(), settings("http://127.0.0.1:9", extra)).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for task in Task::ALL {
+        let line = format!("seam_access_sync_task_failures_total{{task=\"{task}\"}} 0");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    finishes("the app stops", app.stop()).await;
 }
