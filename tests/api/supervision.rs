@@ -1,15 +1,17 @@
 //! Background work that survives its failures: supervised tasks are restarted and
-//! counted, a panicking step fails that step and not its loop.
+//! counted, a panicking step fails that step and not its loop, and catch-up's lock
+//! is released however a run ends.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use seam_access_sync::jobs::catch_up::{CatchUp, RunOutcome};
 use seam_access_sync::jobs::periodic;
 use seam_access_sync::jobs::supervisor::{Backoff, Supervisor};
 use seam_access_sync::jobs::worker::work_loop;
-use seam_access_sync::store::queue;
+use seam_access_sync::store::{self, queue};
 use seam_access_sync::telemetry::metrics::{Metrics, Task, TaskLabel};
 use serde_json::json;
 use sqlx::PgPool;
@@ -191,4 +193,61 @@ async fn the_worker_process_supervises_its_background_tasks(pool: PgPool) {
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
     finishes("the app stops", app.stop()).await;
+}
+
+/// One replica's catch-up, on a pool of its own built as the service builds it
+/// (the test pool closes idle connections within a second, which would hide a lock
+/// left on one).
+async fn replica(pool: &PgPool, seam_url: &str, extra: &str) -> CatchUp {
+    let settings = settings(seam_url, extra);
+    let own = store::pool_options(&settings.database).connect_with((*pool.connect_options()).clone()).await.unwrap();
+    catch_up(&own, seam_url, extra).0
+}
+
+fn empty_log() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"events": [], "ok": true}))
+}
+
+#[sqlx::test]
+async fn catch_up_releases_its_lock_when_a_run_fails(pool: PgPool) {
+    let seam = MockServer::start().await;
+    Mock::given(path("/events/list")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).mount(&seam).await;
+    Mock::given(path("/events/list")).respond_with(empty_log()).mount(&seam).await;
+    let (first, second) = (replica(&pool, &seam.uri(), "").await, replica(&pool, &seam.uri(), "").await);
+    assert!(first.run_once().await.is_err());
+    let outcome = second.run_once().await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
+    assert!(matches!(first.run_once().await.unwrap(), RunOutcome::Completed { .. }));
+}
+
+#[sqlx::test]
+async fn catch_up_releases_its_lock_when_a_run_is_dropped_mid_way(pool: PgPool) {
+    let seam = MockServer::start().await;
+    // The first call hangs (the run is dropped while waiting for it); later ones answer.
+    Mock::given(path("/events/list"))
+        .respond_with(empty_log().set_delay(Duration::from_secs(60)))
+        .up_to_n_times(1)
+        .mount(&seam)
+        .await;
+    Mock::given(path("/events/list")).respond_with(empty_log()).mount(&seam).await;
+    let first = replica(&pool, &seam.uri(), "[seam]\ntimeout_ms = 60000\n[worker]\nlease_seconds = 120").await;
+    let second = replica(&pool, &seam.uri(), "").await;
+
+    // The run's pool lives on without it, as the service's pool does.
+    let running = first.clone();
+    let run = tokio::spawn(async move { running.run_once().await });
+    eventually("the first run is waiting for Seam", || async {
+        seam.received_requests().await.is_some_and(|r| !r.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(second.run_once().await.unwrap(), RunOutcome::Skipped, "the first run holds the lock");
+
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    let outcome = eventually("another replica runs catch-up", || async {
+        Some(second.run_once().await.unwrap()).filter(|outcome| *outcome != RunOutcome::Skipped)
+    })
+    .await;
+    assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
+    assert!(matches!(first.run_once().await.unwrap(), RunOutcome::Completed { .. }));
 }
