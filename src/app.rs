@@ -13,12 +13,13 @@ use crate::http::read_api::ApiTokens;
 use crate::http::serve::{ConnectionLimits, serve};
 use crate::http::{self, AppState};
 use crate::jobs::catch_up::CatchUp;
+use crate::jobs::supervisor::Supervisor;
 use crate::jobs::worker::Worker;
 use crate::jobs::{prune, sweep};
 use crate::seam::signature::{Verifier, WebhookSecrets};
 use crate::seam::{SeamClient, SeamKeyStatus};
 use crate::store::{self, intake::IntakeWriter};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, Task};
 
 /// A built service: bound, connected, migrated, ready to run.
 pub struct Application {
@@ -85,7 +86,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` fires: then stops accepting, finishes requests and
-    /// fetches in flight, and closes the pool.
+    /// fetches in flight, waits for the background tasks, and closes the pool.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application { listener, state, worker, catch_up } = self;
         let pool = state.pool.clone();
@@ -95,19 +96,22 @@ impl Application {
             "seam-access-sync listening"
         );
         // The worker process also runs the background jobs: catch-up, sweeps, pruning.
+        // Each is supervised: restarted when it fails, waited for at shutdown.
+        let mut supervisor = Supervisor::new(shutdown.clone(), state.metrics.clone());
         if let Some(catch_up) = catch_up {
-            tokio::spawn(catch_up.run(shutdown.clone()));
-            let (sweep, metrics) = (state.settings.sweep.clone(), state.metrics.clone());
-            tokio::spawn(sweep::run(pool.clone(), sweep, metrics, shutdown.clone()));
-            tokio::spawn(prune::run(pool.clone(), state.settings.retention.clone(), shutdown.clone()));
+            supervisor.spawn(Task::CatchUp, move |stop| catch_up.clone().run(stop));
+            let (sweep, metrics, db) = (state.settings.sweep.clone(), state.metrics.clone(), pool.clone());
+            supervisor.spawn(Task::Sweep, move |stop| sweep::run(db.clone(), sweep.clone(), metrics.clone(), stop));
+            let (retention, metrics, db) = (state.settings.retention.clone(), state.metrics.clone(), pool.clone());
+            supervisor.spawn(Task::Prune, move |stop| prune::run(db.clone(), retention.clone(), metrics.clone(), stop));
         }
-        let worker = worker.map(|worker| tokio::spawn(worker.run(shutdown.clone())));
+        if let Some(worker) = worker {
+            worker.supervise(&mut supervisor);
+        }
         let limits = ConnectionLimits::from_settings(&state.settings.server);
         serve(listener, http::router(state), limits, shutdown.clone()).await;
         shutdown.cancel();
-        if let Some(worker) = worker {
-            worker.await?;
-        }
+        supervisor.wait().await;
         pool.close().await;
         Ok(())
     }

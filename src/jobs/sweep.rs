@@ -13,7 +13,7 @@ use super::periodic;
 use crate::config::SweepSettings;
 use crate::store::queue::{self, RefetchRequest};
 use crate::store::sweep::{self, SweepKind};
-use crate::telemetry::metrics::{KindLabel, Metrics};
+use crate::telemetry::metrics::{KindLabel, Metrics, Task};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SweepReport {
@@ -49,7 +49,7 @@ pub async fn sweep_once(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result
 
 /// Sweeps every `interval_seconds` until shutdown.
 pub async fn run(pool: PgPool, settings: SweepSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    periodic::every(settings.interval_seconds, shutdown, || async {
+    periodic::every(Task::Sweep, &metrics, settings.interval_seconds, shutdown, || async {
         match sweep_once(&pool, &settings).await {
             Ok(report) => {
                 for (kind, count) in [(SweepKind::Stuck, report.stuck), (SweepKind::TimeBound, report.time_bound)] {

@@ -2,6 +2,7 @@
 //! mirror. `try_execute_task` does exactly one; `run` loops it on N tasks, woken by
 //! NOTIFY with polling as the fallback.
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,13 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::supervisor::{self, Supervisor};
 use crate::config::WorkerSettings;
 use crate::seam::SeamKeyStatus;
 use crate::seam::client::{FetchOutcome, SeamClient};
 use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed};
 use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
-use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, WorkerError};
+use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, Task, WorkerError};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -200,43 +202,74 @@ impl Worker {
         full.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    /// Runs `concurrency` loops until `cancel` fires; each finishes its fetch in
-    /// flight before it stops.
+    /// Runs `concurrency` loops and the LISTEN task until `cancel` fires; each loop
+    /// finishes its fetch in flight before it stops. Each is supervised: one that
+    /// fails is started again.
     pub async fn run(self, cancel: CancellationToken) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_for_work(self.pool.clone(), wake.clone(), cancel.clone()));
-        let mut loops = tokio::task::JoinSet::new();
-        for _ in 0..self.settings.concurrency {
-            loops.spawn(self.clone().work_loop(wake.clone(), cancel.clone()));
-        }
-        while loops.join_next().await.is_some() {}
-        listener.abort();
+        let mut supervisor = Supervisor::new(cancel, self.metrics.clone());
+        self.supervise(&mut supervisor);
+        supervisor.wait().await;
         tracing::info!("worker stopped");
     }
 
-    async fn work_loop(self, wake: Arc<Notify>, cancel: CancellationToken) {
-        let poll = self.settings.poll_interval();
-        loop {
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cancel.is_cancelled() {
-                return;
-            }
-            let pause = match self.try_execute_task().await {
-                Ok(TaskOutcome::Executed { .. }) => continue,
-                Ok(TaskOutcome::EmptyQueue) => poll.mul_f64(rand::rng().random_range(0.8..=1.2)),
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "worker step failed; pausing");
-                    self.metrics.worker_error(WorkerError::Step);
-                    poll
+    /// Adds the worker's tasks to `supervisor`: `concurrency` loops (`worker`) and the
+    /// task that wakes them on NOTIFY (`worker_listener`).
+    pub fn supervise(self, supervisor: &mut Supervisor) {
+        let wake = Arc::new(Notify::new());
+        let (pool, listener_wake) = (self.pool.clone(), wake.clone());
+        supervisor
+            .spawn(Task::WorkerListener, move |cancel| listen_for_work(pool.clone(), listener_wake.clone(), cancel));
+        for _ in 0..self.settings.concurrency {
+            let (worker, wake) = (self.clone(), wake.clone());
+            supervisor.spawn(Task::Worker, move |cancel| {
+                let (worker, wake) = (worker.clone(), wake.clone());
+                async move {
+                    let poll = worker.settings.poll_interval();
+                    work_loop(|| worker.try_execute_task(), &wake, poll, &worker.metrics, &cancel).await
                 }
-            };
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = cancel.cancelled() => return,
+            });
+        }
+    }
+}
+
+/// One of the worker's loops: `step` until `cancel` fires, right away again after a
+/// step that executed a task, else after `poll` (±20 %) or a wake-up on `wake`.
+///
+/// A step that fails is logged and counted in `worker_errors_total{kind="step"}`; one
+/// that panics (`supervisor::guard`) in `task_failures_total{task="worker"}`. Either
+/// way the loop pauses for `poll` and goes on; a claim the failed step held is taken
+/// again once its lease expires.
+pub async fn work_loop<S, Fut>(
+    mut step: S,
+    wake: &Notify,
+    poll: Duration,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) where
+    S: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<TaskOutcome>>,
+{
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if cancel.is_cancelled() {
+            return;
+        }
+        let pause = match supervisor::guard(Task::Worker, metrics, step()).await {
+            Some(Ok(TaskOutcome::Executed { .. })) => continue,
+            Some(Ok(TaskOutcome::EmptyQueue)) => poll.mul_f64(rand::rng().random_range(0.8..=1.2)),
+            Some(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "worker step failed; pausing");
+                metrics.worker_error(WorkerError::Step);
+                poll
             }
+            None => poll,
+        };
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => return,
         }
     }
 }
@@ -254,17 +287,20 @@ fn fetch_of(claim: &Claim) -> Fetch<'_> {
 }
 
 /// Turns NOTIFYs on the refetch channel into wake-ups; polling covers the gaps
-/// while the listener reconnects.
+/// while the listener reconnects. Returns when `cancel` fires, whatever it is
+/// waiting for (a connection to a database that is down, say).
 async fn listen_for_work(pool: PgPool, wake: Arc<Notify>, cancel: CancellationToken) {
+    cancel.run_until_cancelled(listen(&pool, &wake)).await;
+}
+
+async fn listen(pool: &PgPool, wake: &Notify) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match PgListener::connect_with(pool).await {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot LISTEN for work; polling until it can");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = cancel.cancelled() => return,
-                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
         if let Err(e) = listener.listen(REFETCH_CHANNEL).await {
@@ -275,17 +311,14 @@ async fn listen_for_work(pool: PgPool, wake: Arc<Notify>, cancel: CancellationTo
         // Anything enqueued while we were not listening is found now.
         wake.notify_one();
         loop {
-            tokio::select! {
-                received = listener.try_recv() => match received {
-                    Ok(Some(_)) => wake.notify_one(),
-                    // The connection dropped; notifications may have been lost.
-                    Ok(None) => wake.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
-                        break;
-                    }
-                },
-                _ = cancel.cancelled() => return,
+            match listener.try_recv().await {
+                Ok(Some(_)) => wake.notify_one(),
+                // The connection dropped; notifications may have been lost.
+                Ok(None) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
+                    break;
+                }
             }
         }
     }

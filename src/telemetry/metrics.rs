@@ -54,6 +54,17 @@ crate::text_enum::text_enum! {
 }
 
 crate::text_enum::text_enum! {
+    /// The long-running background tasks, by name (`jobs::supervisor`).
+    pub enum Task {
+        CatchUp = "catch_up", Sweep = "sweep", Prune = "prune",
+        /// One of the worker's fetch loops.
+        Worker = "worker",
+        /// The worker's LISTEN task.
+        WorkerListener = "worker_listener",
+    }
+}
+
+crate::text_enum::text_enum! {
     pub enum CatchUpEvent {
         /// No webhook brought it.
         New = "new",
@@ -106,6 +117,18 @@ impl<O: EncodeLabelValue + Copy> EncodeLabelSet for Outcome<O> {
     }
 }
 
+/// One label, `task`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TaskLabel {
+    pub task: Task,
+}
+
+impl EncodeLabelSet for TaskLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("task", self.task)].encode(encoder)
+    }
+}
+
 type Counters<L> = Family<L, Counter>;
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 type GaugeF64 = Gauge<f64, AtomicU64>;
@@ -122,6 +145,7 @@ pub struct Metrics {
     pub catch_up_runs: Counters<KindLabel<CatchUpRun>>,
     pub catch_up_events: Counters<KindLabel<CatchUpEvent>>,
     pub sweep_refetches: Counters<KindLabel<SweepKind>>,
+    pub task_failures: Counters<TaskLabel>,
     catch_up_mark_age: GaugeF64,
     catch_up_success_age: GaugeF64,
     refetches_pending: Gauge,
@@ -182,6 +206,8 @@ impl Metrics {
             Family::default() },
             sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound",
             Family::default() },
+            task_failures: register! { "task_failures", "Panics and unexpected ends of background work, by task: a task restarted, or one step of it failed",
+            Family::default() },
             catch_up_mark_age: register! { "catch_up_high_water_mark_age_seconds", "Age of the newest event catch-up has seen in Seam's log (-1: none yet)",
             GaugeF64::default() },
             catch_up_success_age: register! { "catch_up_last_success_age_seconds", "Since the last successful catch-up run (-1: none yet)",
@@ -211,6 +237,10 @@ impl Metrics {
 
     pub fn worker_error(&self, kind: WorkerError) {
         self.worker_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn task_failure(&self, task: Task) {
+        self.task_failures.get_or_create(&TaskLabel { task }).inc();
     }
 
     /// Sets the queue gauges from `queue` (read from Postgres at scrape time), then

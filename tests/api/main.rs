@@ -7,5 +7,6 @@ mod operations;
 mod read_api;
 mod reconcile;
 mod signature;
+mod supervision;
 mod webhook;
 mod worker;
