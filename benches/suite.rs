@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{PgPool, Postgres};
-use test_kit::{SECRET, Service, ServiceConfig, StandIn, eventually_within, sign};
+use test_kit::{SECRET, Service, ServiceConfig, StandIn, eventually_within, svix_headers};
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -38,32 +38,24 @@ fn event_body(access_code_id: &str) -> String {
 
 /// A signed delivery, ready to send.
 struct Delivery {
-    id: String,
-    timestamp: String,
-    signature: String,
+    headers: [(&'static str, String); 3],
     body: String,
 }
 
 fn delivery(access_code_id: &str) -> Delivery {
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let body = event_body(access_code_id);
-    let ts = chrono::Utc::now().timestamp();
-    let signature = sign(SECRET, &id, ts, body.as_bytes());
-    Delivery { id, timestamp: ts.to_string(), signature, body }
+    let headers = svix_headers(SECRET, &id, chrono::Utc::now().timestamp(), body.as_bytes());
+    Delivery { headers, body }
 }
 
 async fn send(http: &reqwest::Client, url: &str, d: &Delivery) -> Duration {
     let started = Instant::now();
-    let response = http
-        .post(url)
-        .header("svix-id", &d.id)
-        .header("svix-timestamp", &d.timestamp)
-        .header("svix-signature", &d.signature)
-        .header("content-type", "application/json")
-        .body(d.body.clone())
-        .send()
-        .await
-        .expect("delivery sent");
+    let mut request = http.post(url).header("content-type", "application/json").body(d.body.clone());
+    for (name, value) in &d.headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.expect("delivery sent");
     let status = response.status();
     let _ = response.bytes().await;
     assert!(status.is_success(), "delivery answered {status}");

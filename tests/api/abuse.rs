@@ -74,11 +74,7 @@ fn new_id() -> String {
 
 /// Svix's three headers for `body`, signed as `id` at `timestamp`.
 fn svix(id: &str, timestamp: i64, body: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
-    vec![
-        header("svix-id", id),
-        header("svix-timestamp", timestamp.to_string()),
-        header("svix-signature", sign(SECRET, id, timestamp, body)),
-    ]
+    svix_headers(SECRET, id, timestamp, body).into_iter().map(|(name, value)| header(name, value)).collect()
 }
 
 /// `headers` with the first `name` given `value` instead.
@@ -137,8 +133,7 @@ fn raw_post(headers: &str, body: &[u8]) -> Vec<u8> {
 
 /// Svix's three header lines for `body` signed as a fresh delivery.
 fn svix_lines(body: &[u8]) -> String {
-    let id = new_id();
-    format!("svix-id: {id}\r\nsvix-timestamp: {NOW}\r\nsvix-signature: {}\r\n", sign(SECRET, &id, NOW, body))
+    svix_headers(SECRET, &new_id(), NOW, body).iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect()
 }
 
 /// Every hostile request, with what it must get. The first rows are

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub use test_kit::logs::captured as captured_logs;
-pub use test_kit::{NEW_SECRET, SECRET, eventually, sign};
+pub use test_kit::{NEW_SECRET, SECRET, eventually, sign, svix_headers};
 
 /// The moment the app's clock stands at.
 pub const NOW: i64 = 1_795_000_000;
@@ -85,13 +85,9 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
 impl TestApp {
     /// Signs `body` as Svix would at the app's current time and posts it.
     pub async fn deliver(&self, message_id: &str, body: &str) -> reqwest::Response {
-        let timestamp = self.clock_now();
-        let signature = sign(SECRET, message_id, timestamp, body.as_bytes());
-        self.post_webhook(
-            &[("svix-id", message_id), ("svix-timestamp", &timestamp.to_string()), ("svix-signature", &signature)],
-            body.as_bytes().to_vec(),
-        )
-        .await
+        let headers = svix_headers(SECRET, message_id, self.clock_now(), body.as_bytes());
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        self.post_webhook(&headers, body.as_bytes().to_vec()).await
     }
 
     pub async fn post_webhook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {

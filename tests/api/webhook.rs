@@ -153,11 +153,10 @@ pub(crate) struct Rejection {
 }
 
 fn signed(message_id: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
-    vec![
-        ("svix-id".into(), message_id.into()),
-        ("svix-timestamp".into(), timestamp.to_string()),
-        ("svix-signature".into(), sign(SECRET, message_id, timestamp, body)),
-    ]
+    svix_headers(SECRET, message_id, timestamp, body)
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
 }
 
 fn without(mut headers: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
-use test_kit::{SECRET, SeamHandle, sign};
+use test_kit::{SECRET, SeamHandle, svix_headers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -131,11 +131,9 @@ impl Delivery {
         Delivery::new(code, EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())], Utc::now())
     }
 
-    /// The signature headers for an attempt now.
-    fn signed(&self) -> (String, String) {
-        let timestamp = Utc::now().timestamp();
-        let signature = sign(SECRET, &self.msg_id, timestamp, self.body.as_bytes());
-        (timestamp.to_string(), signature)
+    /// Svix's headers for an attempt now.
+    fn signed(&self) -> [(&'static str, String); 3] {
+        svix_headers(SECRET, &self.msg_id, Utc::now().timestamp(), self.body.as_bytes())
     }
 }
 
@@ -319,17 +317,12 @@ async fn send_until_acked(
 }
 
 async fn attempt(http: &reqwest::Client, url: &str, target: usize, delivery: &Delivery) -> Attempt {
-    let (timestamp, signature) = delivery.signed();
+    let mut request = http.post(url).header("content-type", "application/json").body(delivery.body.clone());
+    for (name, value) in delivery.signed() {
+        request = request.header(name, value);
+    }
     let at = Instant::now();
-    let sent = http
-        .post(url)
-        .header("svix-id", &delivery.msg_id)
-        .header("svix-timestamp", timestamp)
-        .header("svix-signature", signature)
-        .header("content-type", "application/json")
-        .body(delivery.body.clone())
-        .send()
-        .await;
+    let sent = request.send().await;
     let outcome = match sent {
         Ok(answer) => {
             let status = answer.status().as_u16();
@@ -381,14 +374,13 @@ impl SlowDelivery {
         stream.write_all(format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await?;
         let (status, _) = read_answer(&mut stream).await?;
         anyhow::ensure!(status == 200, "/healthz answered {status}");
-        let (timestamp, signature) = delivery.signed();
+        let svix: String = delivery.signed().iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         let body = delivery.body.as_bytes();
         let half = body.len() / 2;
         let head = format!(
             "POST /webhooks/seam HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nsvix-id: {}\r\nsvix-timestamp: {timestamp}\r\nsvix-signature: {signature}\r\n\r\n",
-            body.len(),
-            delivery.msg_id
+             content-length: {}\r\n{svix}\r\n",
+            body.len()
         );
         let at = Instant::now();
         stream.write_all(head.as_bytes()).await?;
