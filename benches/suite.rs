@@ -6,53 +6,16 @@
 //! delivery, in the same run, on the same machine. Prints a table of every figure
 //! with its target. Nothing here asserts a time: it reports.
 
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::routing::get;
-use seam_access_sync::seam::signature::sign;
 use serde_json::json;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{PgPool, Postgres};
+use test_kit::{SECRET, Service, ServiceConfig, StandIn, eventually_within, svix_headers};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
-#[derive(Clone, Default)]
-struct SeamCalls(Arc<Mutex<HashMap<String, usize>>>);
-
-impl SeamCalls {
-    fn total(&self) -> usize {
-        self.0.lock().unwrap().values().sum()
-    }
-    fn reset(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct CodeQuery {
-    access_code_id: String,
-}
-
-async fn seam_get(State(calls): State<SeamCalls>, Query(q): Query<CodeQuery>) -> axum::Json<serde_json::Value> {
-    *calls.0.lock().unwrap().entry(q.access_code_id.clone()).or_default() += 1;
-    axum::Json(json!({
-        "access_code": {
-            "access_code_id": q.access_code_id, "device_id": "device_bench", "workspace_id": "ws_bench",
-            "name": "Bench guest", "code": "1234", "type": "ongoing", "status": "set", "warnings": [], "errors": []
-        },
-        "ok": true
-    }))
-}
-
-async fn seam_events() -> axum::Json<serde_json::Value> {
-    axum::Json(json!({ "events": [], "ok": true }))
-}
 
 /// A realistic `access_code.set_on_device` body (~600 bytes).
 fn event_body(access_code_id: &str) -> String {
@@ -75,32 +38,24 @@ fn event_body(access_code_id: &str) -> String {
 
 /// A signed delivery, ready to send.
 struct Delivery {
-    id: String,
-    timestamp: String,
-    signature: String,
+    headers: [(&'static str, String); 3],
     body: String,
 }
 
 fn delivery(access_code_id: &str) -> Delivery {
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let body = event_body(access_code_id);
-    let ts = chrono::Utc::now().timestamp();
-    let signature = sign(SECRET, &id, ts, body.as_bytes()).unwrap();
-    Delivery { id, timestamp: ts.to_string(), signature, body }
+    let headers = svix_headers(SECRET, &id, chrono::Utc::now().timestamp(), body.as_bytes());
+    Delivery { headers, body }
 }
 
 async fn send(http: &reqwest::Client, url: &str, d: &Delivery) -> Duration {
     let started = Instant::now();
-    let response = http
-        .post(url)
-        .header("svix-id", &d.id)
-        .header("svix-timestamp", &d.timestamp)
-        .header("svix-signature", &d.signature)
-        .header("content-type", "application/json")
-        .body(d.body.clone())
-        .send()
-        .await
-        .expect("delivery sent");
+    let mut request = http.post(url).header("content-type", "application/json").body(d.body.clone());
+    for (name, value) in &d.headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.expect("delivery sent");
     let status = response.status();
     let _ = response.bytes().await;
     assert!(status.is_success(), "delivery answered {status}");
@@ -157,16 +112,12 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 }
 
 async fn wait_until_quiet(pool: &PgPool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
+    eventually_within(Duration::from_secs(120), "the queue to drain", || async {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM access_code_refetches").fetch_one(pool).await.unwrap();
-        if pending == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the queue did not drain within 120 s");
+        if pending == 0 { Ok(()) } else { Err(format!("{pending} re-fetches pending")) }
+    })
+    .await;
 }
 
 /// A pgbench script running, per transaction, exactly the statements the service
@@ -226,45 +177,12 @@ fn pgbench(db_url: &str, concurrency: usize, seconds: u64, codes: usize) -> f64 
         .unwrap_or_else(|| panic!("pgbench printed no tps: {text}\n{}", String::from_utf8_lossy(&output.stderr)))
 }
 
-struct Service {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts the release binary; returns it once /readyz answers 200, and how long that took.
 async fn start_service(db_url: &str, seam_url: &str) -> (Service, Duration) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = ServiceConfig::new(env!("CARGO_BIN_EXE_seam-access-sync"), db_url, seam_url).api_key("seam_bench_key");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_seam-access-sync"))
-        .arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("SEAM_API_URL", seam_url)
-        .env("SEAM_API_KEY", "seam_bench_key")
-        .env("SEAM_WEBHOOK_SECRET", SECRET)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("APP_LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the service binary starts");
-    let service = Service { child, url: format!("http://127.0.0.1:{port}") };
-    let http = reqwest::Client::new();
-    loop {
-        if let Ok(r) = http.get(format!("{}/readyz", service.url)).send().await
-            && r.status().is_success()
-        {
-            return (service, started.elapsed());
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "not ready within 30 s");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let service = Service::start(config).await.expect("the service starts");
+    (service, started.elapsed())
 }
 
 struct Row {
@@ -298,19 +216,20 @@ async fn main() -> anyhow::Result<()> {
 async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
     let pool = PgPool::connect(db_url).await?;
     seam_access_sync::store::migrate(&pool).await?;
-    let calls = SeamCalls::default();
-    let seam = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let seam_url = format!("http://{}", seam.local_addr()?);
-    let stand_in = Router::new()
-        .route("/access_codes/get", get(seam_get))
-        .route("/events/list", axum::routing::post(seam_events))
-        .with_state(calls.clone());
-    tokio::spawn(async move { axum::serve(seam, stand_in).await });
+    // Seam answers at once: every code is set.
+    let seam = StandIn::start().await?;
+    seam.answer_unknown_codes(|id| {
+        json!({
+            "access_code_id": id, "device_id": "device_bench", "workspace_id": "ws_bench",
+            "name": "Bench guest", "code": "1234", "type": "ongoing", "status": "set", "warnings": [], "errors": []
+        })
+    });
+    let seam_url = seam.url();
 
     let mut rows = Vec::new();
     let (service, ready_in) = start_service(db_url, &seam_url).await;
-    let pid = service.child.id();
-    let webhook = format!("{}/webhooks/seam", service.url);
+    let pid = service.pid().expect("the service runs");
+    let webhook = service.webhook();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
@@ -376,22 +295,22 @@ async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
     });
 
     // Seam calls per burst.
-    calls.reset();
+    seam.reset_counts();
     let burst: Vec<Delivery> = (0..100).map(|_| delivery("burst_one_code")).collect();
     closed_loop(&http, &webhook, burst, 100).await;
     wait_until_quiet(&pool).await;
     rows.push(Row {
         figure: "Seam calls, burst of 100 events on one code".into(),
-        value: calls.total().to_string(),
+        value: seam.calls().to_string(),
         target: "≤ 3",
     });
-    calls.reset();
+    seam.reset_counts();
     let spread: Vec<Delivery> = (0..1000).map(|i| delivery(&format!("spread_{i}"))).collect();
     closed_loop(&http, &webhook, spread, 32).await;
     wait_until_quiet(&pool).await;
     rows.push(Row {
         figure: "Seam calls, 1,000 events on 1,000 codes".into(),
-        value: calls.total().to_string(),
+        value: seam.calls().to_string(),
         target: "1,000",
     });
 

@@ -1,10 +1,11 @@
-//! Shared test rig: the app on port 0 with its own database, a signer, a worker
-//! pointed at a fake Seam, and a switchable TCP proxy to take the database away.
+//! This suite's rig: the app in-process on port 0 (with a clock the test sets) and
+//! its own database, a worker pointed at a Seam stand-in, and a switchable TCP proxy
+//! to take the database away. The signer and secrets, log capture, `eventually` and
+//! the Seam stand-in come from the test kit (`test-kit/`).
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use seam_access_sync::app::Application;
 use seam_access_sync::clock::FixedClock;
@@ -13,16 +14,15 @@ use seam_access_sync::jobs::catch_up::CatchUp;
 use seam_access_sync::jobs::worker::Worker;
 use seam_access_sync::seam::SeamClient;
 use seam_access_sync::seam::SeamKeyStatus;
-use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-/// The second secret of a rotation.
-pub const NEW_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub use test_kit::logs::captured as captured_logs;
+pub use test_kit::{NEW_SECRET, SECRET, eventually, sign, svix_headers};
+
 /// The moment the app's clock stands at.
 pub const NOW: i64 = 1_795_000_000;
 pub const API_KEY: &str = "seam_test_key_1";
@@ -72,7 +72,7 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
-    init_log_capture();
+    test_kit::logs::capture("debug,sqlx=warn,hyper=warn,reqwest=warn");
     seam_access_sync::install_tls_provider();
     let clock = FixedClock::at(NOW);
     let app = Application::build_with(settings, pool.clone(), Arc::new(clock.clone())).await.expect("app builds");
@@ -85,13 +85,9 @@ pub async fn spawn_app_with(pool: PgPool, settings: Settings) -> TestApp {
 impl TestApp {
     /// Signs `body` as Svix would at the app's current time and posts it.
     pub async fn deliver(&self, message_id: &str, body: &str) -> reqwest::Response {
-        let timestamp = self.clock_now();
-        let signature = sign(SECRET, message_id, timestamp, body.as_bytes()).unwrap();
-        self.post_webhook(
-            &[("svix-id", message_id), ("svix-timestamp", &timestamp.to_string()), ("svix-signature", &signature)],
-            body.as_bytes().to_vec(),
-        )
-        .await
+        let headers = svix_headers(SECRET, message_id, self.clock_now(), body.as_bytes());
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        self.post_webhook(&headers, body.as_bytes().to_vec()).await
     }
 
     pub async fn post_webhook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {
@@ -178,39 +174,6 @@ pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKey
 /// Makes every pending re-fetch due now (stands in for waiting out a backoff).
 pub async fn make_due(pool: &PgPool) {
     sqlx::query("UPDATE access_code_refetches SET next_attempt_at = now()").execute(pool).await.unwrap();
-}
-
-/// Everything the app logged in this test binary, for checks on what logs hold.
-pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
-}
-
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER.get_or_init(Default::default)
-}
-
-struct BufferWriter;
-
-impl Write for BufferWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_log_capture() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter("debug,sqlx=warn,hyper=warn,reqwest=warn,wiremock=warn")
-            .with_writer(|| BufferWriter)
-            .init();
-    });
 }
 
 /// A TCP proxy in front of Postgres that the test can switch off: existing

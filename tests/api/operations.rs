@@ -8,35 +8,24 @@ use seam_access_sync::store::admin;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use wiremock::matchers::path;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use test_kit::{Answer, StandIn};
 
 use crate::helpers::*;
 
-fn seam_code(id: &str, status: &str, warnings: Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "access_code": {"access_code_id": id, "device_id": "device_1", "status": status, "warnings": warnings, "errors": []},
-        "ok": true
-    }))
+fn seam_code(id: &str, status: &str, warnings: Value) -> Value {
+    json!({"access_code_id": id, "device_id": "device_1", "status": status, "warnings": warnings, "errors": []})
 }
 
 #[sqlx::test]
 async fn a_change_is_notified_on_access_code_changed(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     let mut listener = PgListener::connect_with(&pool).await.unwrap();
     listener.listen("access_code_changed").await.unwrap();
 
-    Mock::given(path("/access_codes/get"))
-        .respond_with(seam_code("ac_1", "setting", json!([])))
-        .up_to_n_times(1)
-        .mount(&seam)
-        .await;
-    Mock::given(path("/access_codes/get"))
-        .respond_with(seam_code("ac_1", "set", json!([{"warning_code": "w", "message": "m"}])))
-        .mount(&seam)
-        .await;
+    seam.answer_next(Answer::found(seam_code("ac_1", "setting", json!([]))));
+    seam.set_code("ac_1", seam_code("ac_1", "set", json!([{"warning_code": "w", "message": "m"}])));
     for (i, event_type) in
         ["access_code.created", "access_code.set_on_device", "access_code.changed"].iter().enumerate()
     {
@@ -80,9 +69,9 @@ async fn scrape(app: &TestApp) -> String {
 
 #[sqlx::test]
 async fn metrics_count_deliveries_and_seam_calls(pool: PgPool) {
-    let seam = MockServer::start().await;
-    Mock::given(path("/access_codes/get")).respond_with(seam_code("ac_1", "set", json!([]))).mount(&seam).await;
-    let app = spawn_app_with(pool.clone(), settings(&seam.uri(), "[server]\nrun_mode = \"all\"")).await;
+    let seam = StandIn::start().await.unwrap();
+    seam.set_code("ac_1", seam_code("ac_1", "set", json!([])));
+    let app = spawn_app_with(pool.clone(), settings(&seam.url(), "[server]\nrun_mode = \"all\"")).await;
     let before = scrape(&app).await;
     assert_eq!(sample(&before, r#"seam_access_sync_webhook_deliveries_total{outcome="accepted"}"#), 0.0);
     assert!(before.contains("# TYPE seam_access_sync_refetches_pending gauge"));
@@ -95,15 +84,13 @@ async fn metrics_count_deliveries_and_seam_calls(pool: PgPool) {
         b"{}".to_vec(),
     )
     .await;
-    let mirrored = async {
-        loop {
-            if count(&pool, "access_codes").await == 1 && count(&pool, "access_code_refetches").await == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("ac_1 mirrored and the queue empty", || async {
+        match (count(&pool, "access_codes").await, count(&pool, "access_code_refetches").await) {
+            (1, 0) => Ok(()),
+            (mirrored, pending) => Err(format!("{mirrored} mirrored, {pending} pending")),
         }
-    };
-    tokio::time::timeout(Duration::from_secs(20), mirrored).await.expect("mirrored within 20 s");
+    })
+    .await;
 
     let after = scrape(&app).await;
     assert_eq!(sample(&after, r#"seam_access_sync_webhook_deliveries_total{outcome="accepted"}"#), 1.0);
@@ -145,13 +132,7 @@ async fn queue_gauges_show_pending_and_dead_letters(pool: PgPool) {
 
 /// Runs the real binary against the test's database.
 fn cli(pool: &PgPool, args: &[&str]) -> Output {
-    let options = pool.connect_options();
-    let url = format!(
-        "postgres://postgres@{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().expect("test database name")
-    );
+    let url = test_kit::database_url(&pool.connect_options());
     std::process::Command::new(env!("CARGO_BIN_EXE_seam-access-sync"))
         .args(args)
         .env("DATABASE_URL", url)
@@ -278,12 +259,13 @@ async fn the_worker_process_prunes_on_its_own(pool: PgPool) {
     .unwrap();
     let extra = "[server]\nrun_mode = \"all\"\n[retention]\nevents_days = 2";
     let _app = spawn_app_with(pool.clone(), settings("http://127.0.0.1:9", extra)).await;
-    let pruned = async {
-        while count(&pool, "seam_events").await != 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("the old event pruned at start", || async {
+        match count(&pool, "seam_events").await {
+            0 => Ok(()),
+            left => Err(format!("{left} events left")),
         }
-    };
-    tokio::time::timeout(Duration::from_secs(20), pruned).await.expect("pruned at start");
+    })
+    .await;
 }
 
 #[sqlx::test]

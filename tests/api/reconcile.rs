@@ -8,38 +8,9 @@ use seam_access_sync::jobs::catch_up::RunOutcome;
 use seam_access_sync::jobs::sweep::{SweepReport, sweep_once};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use test_kit::{Mode, StandIn};
 
 use crate::helpers::*;
-
-/// Seam's event log as the live API serves it: events created in the window,
-/// newest first, at most `limit`.
-struct EventLog(Vec<Value>);
-
-impl Respond for EventLog {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap();
-        let time = |v: &Value| v.as_str().map(|t| t.parse::<DateTime<Utc>>().unwrap());
-        let (from, to) = match (&body["since"], &body["between"]) {
-            (since, Value::Null) => (time(since), None),
-            (_, between) => (time(&between[0]), time(&between[1])),
-        };
-        let limit = body["limit"].as_u64().unwrap_or(500) as usize;
-        let mut events: Vec<Value> = self
-            .0
-            .iter()
-            .filter(|e| {
-                let created = time(&e["created_at"]).unwrap();
-                from.is_none_or(|f| created > f) && to.is_none_or(|t| created < t)
-            })
-            .cloned()
-            .collect();
-        events.sort_by_key(|e| std::cmp::Reverse(e["created_at"].as_str().unwrap().to_owned()));
-        events.truncate(limit);
-        ResponseTemplate::new(200).set_body_json(json!({ "events": events, "ok": true }))
-    }
-}
 
 fn logged_event(event_type: &str, access_code_id: &str, created_at: DateTime<Utc>) -> Value {
     let at = created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -48,29 +19,13 @@ fn logged_event(event_type: &str, access_code_id: &str, created_at: DateTime<Utc
     event
 }
 
-async fn seam_with_log(events: Vec<Value>) -> MockServer {
-    let seam = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/events/list")).respond_with(EventLog(events)).mount(&seam).await;
-    Mock::given(path("/access_codes/get"))
-        .respond_with(|request: &Request| {
-            let id = request.url.query_pairs().find(|(k, _)| k == "access_code_id").unwrap().1.into_owned();
-            ResponseTemplate::new(200).set_body_json(json!({
-                "access_code": {"access_code_id": id, "device_id": "device_1", "status": "set"}, "ok": true
-            }))
-        })
-        .mount(&seam)
-        .await;
+/// Seam with this event log (served as the live API serves it: events created in
+/// the window, newest first, at most `limit`), where every code is set.
+async fn seam_with_log(events: Vec<Value>) -> StandIn {
+    let seam = StandIn::start().await.unwrap();
+    seam.set_events(events);
+    seam.answer_unknown_codes(|id| json!({"access_code_id": id, "device_id": "device_1", "status": "set"}));
     seam
-}
-
-async fn list_calls(seam: &MockServer) -> Vec<Value> {
-    seam.received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path() == "/events/list")
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect()
 }
 
 #[sqlx::test]
@@ -84,7 +39,7 @@ async fn catch_up_finds_events_no_webhook_delivered_and_the_mirror_follows(pool:
                "created_at": (now - chrono::Duration::minutes(5)).to_rfc3339()}),
     ])
     .await;
-    let (catch_up, _) = catch_up(&pool, &seam.uri(), "");
+    let (catch_up, _) = catch_up(&pool, &seam.url(), "");
 
     let first = catch_up.run_once().await.unwrap();
     let RunOutcome::Completed { found, new, high_water_mark } = first else { panic!("{first:?}") };
@@ -93,7 +48,7 @@ async fn catch_up_finds_events_no_webhook_delivered_and_the_mirror_follows(pool:
     assert_eq!(count(&pool, "seam_events").await, 3);
     assert_eq!(count(&pool, "access_code_refetches").await, 2);
 
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let (worker, _) = worker(&pool, &seam.url(), "");
     worker.drain().await.unwrap();
     let statuses: Vec<(String, String)> =
         sqlx::query_as("SELECT access_code_id, status FROM access_codes ORDER BY 1").fetch_all(&pool).await.unwrap();
@@ -113,10 +68,10 @@ async fn the_first_run_looks_back_a_day_and_later_runs_start_at_the_mark(pool: P
         logged_event("access_code.created", "ac_1", newest),
     ])
     .await;
-    let (catch_up, _) = catch_up(&pool, &seam.uri(), "[catch_up]\noverlap_seconds = 300");
+    let (catch_up, _) = catch_up(&pool, &seam.url(), "[catch_up]\noverlap_seconds = 300");
     catch_up.run_once().await.unwrap();
     catch_up.run_once().await.unwrap();
-    let calls = list_calls(&seam).await;
+    let calls = seam.event_log_requests();
     let since = |i: usize| calls[i]["since"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
     let first_lookback = now - since(0);
     assert!((first_lookback - chrono::Duration::hours(24)).num_seconds().abs() < 60, "{first_lookback}");
@@ -131,13 +86,12 @@ async fn an_event_delivered_by_webhook_and_by_catch_up_is_processed_once(pool: P
     let event = logged_event("access_code.set_on_device", "ac_1", Utc::now() - chrono::Duration::minutes(1));
     let seam = seam_with_log(vec![event.clone()]).await;
     assert!(app.deliver("msg_1", &event.to_string()).await.status().is_success());
-    let (catch_up, _) = catch_up(&pool, &seam.uri(), "");
+    let (catch_up, _) = catch_up(&pool, &seam.url(), "");
     assert!(matches!(catch_up.run_once().await.unwrap(), RunOutcome::Completed { found: 1, new: 0, .. }));
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let (worker, _) = worker(&pool, &seam.url(), "");
     worker.drain().await.unwrap();
     assert_eq!(count(&pool, "seam_events").await, 1);
-    let fetches =
-        seam.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/access_codes/get").count();
+    let fetches = seam.calls_to("/access_codes/get");
     assert_eq!(fetches, 1);
 }
 
@@ -148,37 +102,33 @@ async fn a_full_page_is_split_until_every_event_is_found(pool: PgPool) {
         .map(|i| logged_event("access_code.changed", &format!("ac_{i}"), now - chrono::Duration::minutes(60 - i)))
         .collect();
     let seam = seam_with_log(events).await;
-    let (catch_up, _) = catch_up(&pool, &seam.uri(), "[catch_up]\npage_limit = 2");
+    let (catch_up, _) = catch_up(&pool, &seam.url(), "[catch_up]\npage_limit = 2");
     let outcome = catch_up.run_once().await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { new: 7, .. }), "{outcome:?}");
-    assert!(list_calls(&seam).await.len() > 3, "it took several pages");
+    assert!(seam.event_log_requests().len() > 3, "it took several pages");
 }
 
 #[sqlx::test]
 async fn two_instances_running_catch_up_at_once_do_the_work_once(pool: PgPool) {
-    let seam = MockServer::start().await;
     let event = logged_event("access_code.created", "ac_1", Utc::now() - chrono::Duration::minutes(1));
-    Mock::given(path("/events/list"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"events": [event]})).set_delay(Duration::from_millis(500)),
-        )
-        .mount(&seam)
-        .await;
-    let (a, _) = catch_up(&pool, &seam.uri(), "");
-    let (b, _) = catch_up(&pool, &seam.uri(), "");
+    let seam = seam_with_log(vec![event]).await;
+    // Slow: the two runs overlap.
+    seam.set_mode(Mode::Slow(Duration::from_millis(500)));
+    let (a, _) = catch_up(&pool, &seam.url(), "");
+    let (b, _) = catch_up(&pool, &seam.url(), "");
     let (a, b) = tokio::join!(a.run_once(), b.run_once());
     let mut outcomes = [a.unwrap(), b.unwrap()];
     outcomes.sort_by_key(|o| matches!(o, RunOutcome::Skipped));
     assert!(matches!(outcomes, [RunOutcome::Completed { new: 1, .. }, RunOutcome::Skipped]), "{outcomes:?}");
-    assert_eq!(list_calls(&seam).await.len(), 1);
+    assert_eq!(seam.event_log_requests().len(), 1);
     assert_eq!(count(&pool, "seam_events").await, 1);
 }
 
 #[sqlx::test]
 async fn a_rejected_key_on_the_event_log_fails_the_run_and_shows(pool: PgPool) {
-    let seam = MockServer::start().await;
-    Mock::given(path("/events/list")).respond_with(ResponseTemplate::new(401)).mount(&seam).await;
-    let (catch_up, key_status) = catch_up(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    seam.set_mode(Mode::Status(401));
+    let (catch_up, key_status) = catch_up(&pool, &seam.url(), "");
     let error = catch_up.run_once().await.unwrap_err();
     assert!(error.to_string().contains("API key"), "{error}");
     assert!(key_status.rejection().is_some());
@@ -245,7 +195,7 @@ async fn a_stuck_code_ends_set_when_seam_says_so_without_any_event(pool: PgPool)
     .await;
     let seam = seam_with_log(vec![]).await;
     sweep_once(&pool, &sweep_settings()).await.unwrap();
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let (worker, _) = worker(&pool, &seam.url(), "");
     worker.drain().await.unwrap();
     let status: String = sqlx::query_scalar("SELECT status FROM access_codes").fetch_one(&pool).await.unwrap();
     assert_eq!(status, "set");

@@ -15,10 +15,9 @@ use seam_access_sync::store::{self, queue};
 use seam_access_sync::telemetry::metrics::{Metrics, Task, TaskLabel};
 use serde_json::json;
 use sqlx::PgPool;
+use test_kit::{Answer, Mode, StandIn};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::path;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
@@ -138,15 +137,10 @@ async fn a_periodic_step_that_panics_is_counted_and_the_next_period_runs() {
 #[sqlx::test]
 async fn a_worker_step_that_panics_fails_that_fetch_not_the_loop(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    Mock::given(path("/access_codes/get"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_code": {"access_code_id": "ac_1", "device_id": "device_1", "status": "set"}, "ok": true
-        })))
-        .mount(&seam)
-        .await;
+    let seam = StandIn::start().await.unwrap();
+    seam.answer("ac_1", Answer::found(json!({"access_code_id": "ac_1", "device_id": "device_1", "status": "set"})));
     let extra = "[worker]\nlease_seconds = 1\npoll_interval_ms = 50\n[seam]\ntimeout_ms = 500";
-    let (worker, _) = worker(&pool, &seam.uri(), extra);
+    let (worker, _) = worker(&pool, &seam.url(), extra);
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
 
     // The first step claims the code and panics mid-fetch; the rest are the worker's.
@@ -204,17 +198,13 @@ async fn replica(pool: &PgPool, seam_url: &str, extra: &str) -> CatchUp {
     catch_up(&own, seam_url, extra).0
 }
 
-fn empty_log() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({"events": [], "ok": true}))
-}
-
 #[sqlx::test]
 async fn catch_up_releases_its_lock_when_a_run_fails(pool: PgPool) {
-    let seam = MockServer::start().await;
-    Mock::given(path("/events/list")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).mount(&seam).await;
-    Mock::given(path("/events/list")).respond_with(empty_log()).mount(&seam).await;
-    let (first, second) = (replica(&pool, &seam.uri(), "").await, replica(&pool, &seam.uri(), "").await);
+    let seam = StandIn::start().await.unwrap();
+    seam.set_mode(Mode::Status(500));
+    let (first, second) = (replica(&pool, &seam.url(), "").await, replica(&pool, &seam.url(), "").await);
     assert!(first.run_once().await.is_err());
+    seam.set_mode(Mode::Normal);
     let outcome = second.run_once().await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
     assert!(matches!(first.run_once().await.unwrap(), RunOutcome::Completed { .. }));
@@ -222,24 +212,18 @@ async fn catch_up_releases_its_lock_when_a_run_fails(pool: PgPool) {
 
 #[sqlx::test]
 async fn catch_up_releases_its_lock_when_a_run_is_dropped_mid_way(pool: PgPool) {
-    let seam = MockServer::start().await;
+    let seam = StandIn::start().await.unwrap();
     // The first call hangs (the run is dropped while waiting for it); later ones answer.
-    Mock::given(path("/events/list"))
-        .respond_with(empty_log().set_delay(Duration::from_secs(60)))
-        .up_to_n_times(1)
-        .mount(&seam)
-        .await;
-    Mock::given(path("/events/list")).respond_with(empty_log()).mount(&seam).await;
-    let first = replica(&pool, &seam.uri(), "[seam]\ntimeout_ms = 60000\n[worker]\nlease_seconds = 120").await;
-    let second = replica(&pool, &seam.uri(), "").await;
+    seam.set_mode(Mode::Slow(Duration::from_secs(60)));
+    let first = replica(&pool, &seam.url(), "[seam]\ntimeout_ms = 60000\n[worker]\nlease_seconds = 120").await;
+    let second = replica(&pool, &seam.url(), "").await;
 
     // The run's pool lives on without it, as the service's pool does.
     let running = first.clone();
     let run = tokio::spawn(async move { running.run_once().await });
-    eventually("the first run is waiting for Seam", || async {
-        seam.received_requests().await.is_some_and(|r| !r.is_empty()).then_some(())
-    })
-    .await;
+    eventually("the first run is waiting for Seam", || async { (!seam.event_log_requests().is_empty()).then_some(()) })
+        .await;
+    seam.set_mode(Mode::Normal);
     assert_eq!(second.run_once().await.unwrap(), RunOutcome::Skipped, "the first run holds the lock");
 
     run.abort();

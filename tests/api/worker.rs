@@ -1,5 +1,5 @@
-//! The worker and the mirror: webhooks in over HTTP, Seam faked by wiremock, the
-//! queue driven step by step.
+//! The worker and the mirror: webhooks in over HTTP, Seam played by the kit's
+//! stand-in, the queue driven step by step.
 
 use std::time::Duration;
 
@@ -12,9 +12,8 @@ use seam_access_sync::store::mirror::{self, Applied, ChangeKind, Observed};
 use seam_access_sync::store::queue::{self, Completion, Failure};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use test_kit::{Answer, StandIn};
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
@@ -32,30 +31,6 @@ fn code_json(id: &str, status: &str, warnings: Value, errors: Value) -> Value {
         "is_managed": true,
         "created_at": "2026-11-25T09:00:00.000Z"
     })
-}
-
-fn found(code: Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({ "access_code": code, "ok": true }))
-}
-
-fn not_found() -> ResponseTemplate {
-    ResponseTemplate::new(404).set_body_json(json!({
-        "error": {"type": "not_found", "message": "Access code not found"}, "ok": false
-    }))
-}
-
-async fn seam_answers(server: &MockServer, id: &str, response: ResponseTemplate) {
-    server.reset().await;
-    Mock::given(method("GET"))
-        .and(path("/access_codes/get"))
-        .and(query_param("access_code_id", id))
-        .respond_with(response)
-        .mount(server)
-        .await;
-}
-
-async fn seam_calls(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -111,20 +86,23 @@ fn stored(outcomes: &[TaskOutcome]) -> usize {
 #[sqlx::test]
 async fn the_mirror_follows_a_code_from_creation_to_removal(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     let warning = json!([{"warning_code": "delay_in_setting_on_device", "message": "Hub offline"}]);
     let error =
         json!([{"error_code": "failed_to_set_on_device", "message": "Lock memory full", "is_access_code_error": true}]);
     let steps = [
-        ("access_code.created", found(code_json("ac_1", "setting", json!([]), json!([])))),
-        ("access_code.set_on_device", found(code_json("ac_1", "set", json!([]), json!([])))),
-        ("access_code.delay_in_setting_on_device", found(code_json("ac_1", "set", warning.clone(), json!([])))),
-        ("access_code.failed_to_set_on_device", found(code_json("ac_1", "setting", warning.clone(), error.clone()))),
-        ("access_code.removed_from_device", not_found()),
+        ("access_code.created", Answer::found(code_json("ac_1", "setting", json!([]), json!([])))),
+        ("access_code.set_on_device", Answer::found(code_json("ac_1", "set", json!([]), json!([])))),
+        ("access_code.delay_in_setting_on_device", Answer::found(code_json("ac_1", "set", warning.clone(), json!([])))),
+        (
+            "access_code.failed_to_set_on_device",
+            Answer::found(code_json("ac_1", "setting", warning.clone(), error.clone())),
+        ),
+        ("access_code.removed_from_device", Answer::not_found()),
     ];
     for (i, (event_type, answer)) in steps.into_iter().enumerate() {
-        seam_answers(&seam, "ac_1", answer).await;
+        seam.answer("ac_1", answer);
         let event = access_code_event(event_type, "ac_1", &format!("2026-11-25T10:00:0{i}Z"));
         assert_eq!(app.deliver(&format!("msg_{i}"), &event.to_string()).await.status(), StatusCode::OK);
         let done = worker.drain().await.unwrap();
@@ -161,23 +139,23 @@ async fn the_mirror_follows_a_code_from_creation_to_removal(pool: PgPool) {
 #[sqlx::test]
 async fn a_fetch_that_changes_nothing_adds_no_history(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     for i in 0..3 {
         let event = access_code_event("access_code.changed", "ac_1", &format!("2026-11-25T10:00:0{i}Z"));
         app.deliver(&format!("msg_{i}"), &event.to_string()).await;
         worker.drain().await.unwrap();
     }
-    assert_eq!(seam_calls(&seam).await, 3);
+    assert_eq!(seam.calls(), 3);
     assert_eq!(history(&pool, "ac_1").await.len(), 1, "only the creation");
 }
 
 #[sqlx::test]
 async fn unknown_codes_and_missing_fields_are_stored_not_rejected(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     let minimal = json!({
         "access_code_id": "ac_1",
         "device_id": "device_1",
@@ -186,7 +164,7 @@ async fn unknown_codes_and_missing_fields_are_stored_not_rejected(pool: PgPool) 
         "errors": [{"error_code": "error_invented_in_2027", "message": "new", "is_bridge_error": true}],
         "field_invented_in_2027": 7
     });
-    seam_answers(&seam, "ac_1", found(minimal)).await;
+    seam.answer("ac_1", Answer::found(minimal));
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
     worker.drain().await.unwrap();
     let row = mirror_row(&pool, "ac_1").await;
@@ -198,17 +176,17 @@ async fn unknown_codes_and_missing_fields_are_stored_not_rejected(pool: PgPool) 
 #[sqlx::test]
 async fn the_pin_is_redacted_in_the_mirror_unless_opted_in(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let seam = StandIn::start().await.unwrap();
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
         .await;
-    let (redacting, _) = worker(&pool, &seam.uri(), "");
+    let (redacting, _) = worker(&pool, &seam.url(), "");
     redacting.drain().await.unwrap();
     let row = mirror_row(&pool, "ac_1").await;
     assert_eq!((row.code, row.access_code.unwrap()["code"].clone()), (None, json!("[redacted]")));
 
     app.deliver("msg_2", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:01Z").to_string()).await;
-    let (keeping, _) = worker(&pool, &seam.uri(), "store_pins = true");
+    let (keeping, _) = worker(&pool, &seam.url(), "store_pins = true");
     keeping.drain().await.unwrap();
     let row = mirror_row(&pool, "ac_1").await;
     assert_eq!((row.code.as_deref(), row.access_code.unwrap()["code"].clone()), (Some("4321"), json!("4321")));
@@ -217,17 +195,11 @@ async fn the_pin_is_redacted_in_the_mirror_unless_opted_in(pool: PgPool) {
 #[sqlx::test]
 async fn unmanaged_codes_are_fetched_from_the_unmanaged_endpoint(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     let mut unmanaged = code_json("ac_u", "set", json!([]), json!([]));
     unmanaged["is_managed"] = json!(false);
-    Mock::given(method("GET"))
-        .and(path("/access_codes/unmanaged/get"))
-        .and(query_param("access_code_id", "ac_u"))
-        .respond_with(found(unmanaged))
-        .expect(1)
-        .mount(&seam)
-        .await;
+    seam.set_code("ac_u", unmanaged);
     app.deliver(
         "msg_u",
         &access_code_event("access_code.unmanaged.created", "ac_u", "2026-11-25T10:00:00Z").to_string(),
@@ -236,14 +208,15 @@ async fn unmanaged_codes_are_fetched_from_the_unmanaged_endpoint(pool: PgPool) {
     worker.drain().await.unwrap();
     let row = mirror_row(&pool, "ac_u").await;
     assert_eq!((row.status.as_deref(), row.is_managed), (Some("set"), false));
+    assert_eq!(seam.calls_to("/access_codes/unmanaged/get"), 1);
 }
 
 #[sqlx::test]
 async fn a_code_gone_before_its_first_fetch_is_recorded_as_deleted(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    seam_answers(&seam, "ac_gone", not_found()).await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer("ac_gone", Answer::not_found());
     app.deliver("msg_1", &access_code_event("access_code.deleted", "ac_gone", "2026-11-25T10:00:00Z").to_string())
         .await;
     worker.drain().await.unwrap();
@@ -256,13 +229,10 @@ async fn a_code_gone_before_its_first_fetch_is_recorded_as_deleted(pool: PgPool)
 #[sqlx::test]
 async fn seam_failing_with_500_then_answering_ends_right_after_two_calls(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    Mock::given(path("/access_codes/get")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).mount(&seam).await;
-    Mock::given(path("/access_codes/get"))
-        .respond_with(found(code_json("ac_1", "set", json!([]), json!([]))))
-        .mount(&seam)
-        .await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer_next(Answer::status(500));
+    seam.set_code("ac_1", code_json("ac_1", "set", json!([]), json!([])));
     app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
         .await;
 
@@ -281,24 +251,17 @@ async fn seam_failing_with_500_then_answering_ends_right_after_two_calls(pool: P
     make_due(&pool).await;
     assert_eq!(stored(&worker.drain().await.unwrap()), 1);
     assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
-    assert_eq!(seam_calls(&seam).await, 2);
+    assert_eq!(seam.calls(), 2);
     assert!(queue_row(&pool, "ac_1").await.is_none());
 }
 
 #[sqlx::test]
 async fn a_429_is_retried_when_retry_after_says(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    Mock::given(path("/access_codes/get"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7"))
-        .up_to_n_times(1)
-        .mount(&seam)
-        .await;
-    Mock::given(path("/access_codes/get"))
-        .respond_with(found(code_json("ac_1", "set", json!([]), json!([]))))
-        .mount(&seam)
-        .await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer_next(Answer::status(429).header("retry-after", "7"));
+    seam.set_code("ac_1", code_json("ac_1", "set", json!([]), json!([])));
     app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
         .await;
     worker.drain().await.unwrap();
@@ -307,16 +270,16 @@ async fn a_429_is_retried_when_retry_after_says(pool: PgPool) {
     make_due(&pool).await;
     worker.drain().await.unwrap();
     assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
-    assert_eq!(seam_calls(&seam).await, 2);
+    assert_eq!(seam.calls(), 2);
 }
 
 #[sqlx::test]
 async fn a_permanent_rejection_becomes_a_dead_letter_and_a_new_event_revives_it(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     let invalid = json!({"error": {"type": "invalid_input", "message": "access_code_id is invalid"}, "ok": false});
-    seam_answers(&seam, "ac_1", ResponseTemplate::new(400).set_body_json(invalid)).await;
+    seam.answer("ac_1", Answer::json(400, invalid));
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
     let done = worker.drain().await.unwrap();
     assert!(matches!(&done[..], [TaskOutcome::Executed { result: TaskResult::Failed(Failure::DeadLetter), .. }]));
@@ -326,7 +289,7 @@ async fn a_permanent_rejection_becomes_a_dead_letter_and_a_new_event_revives_it(
     make_due(&pool).await;
     assert!(worker.drain().await.unwrap().is_empty(), "a dead letter is not retried by itself");
 
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     app.deliver("msg_2", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:01Z").to_string()).await;
     assert_eq!(stored(&worker.drain().await.unwrap()), 1);
     assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
@@ -335,9 +298,9 @@ async fn a_permanent_rejection_becomes_a_dead_letter_and_a_new_event_revives_it(
 #[sqlx::test]
 async fn transient_failures_dead_letter_after_the_attempt_limit(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "[worker]\nmax_attempts = 3");
-    seam_answers(&seam, "ac_1", ResponseTemplate::new(503)).await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "[worker]\nmax_attempts = 3");
+    seam.answer("ac_1", Answer::status(503));
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
     for attempt in 1..=3 {
         make_due(&pool).await;
@@ -351,16 +314,16 @@ async fn transient_failures_dead_letter_after_the_attempt_limit(pool: PgPool) {
     let (attempts, dead, error, _) = queue_row(&pool, "ac_1").await.unwrap();
     assert_eq!((attempts, dead.is_some()), (3, true));
     assert!(error.unwrap().contains("503"));
-    assert_eq!(seam_calls(&seam).await, 3);
+    assert_eq!(seam.calls(), 3);
 }
 
 #[sqlx::test]
 async fn a_rejected_api_key_keeps_the_work_and_shows_until_fixed(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, key_status) = worker(&pool, &seam.uri(), "[worker]\nmax_attempts = 2");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, key_status) = worker(&pool, &seam.url(), "[worker]\nmax_attempts = 2");
     let unauthorized = json!({"error": {"type": "unauthorized", "message": "Unauthorized"}, "ok": false});
-    seam_answers(&seam, "ac_1", ResponseTemplate::new(401).set_body_json(unauthorized)).await;
+    seam.answer("ac_1", Answer::json(401, unauthorized));
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
     for _ in 0..4 {
         make_due(&pool).await;
@@ -374,7 +337,7 @@ async fn a_rejected_api_key_keeps_the_work_and_shows_until_fixed(pool: PgPool) {
     let (attempts, dead, _, _) = queue_row(&pool, "ac_1").await.unwrap();
     assert_eq!((attempts, dead), (0, None), "key failures never use up attempts");
 
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     make_due(&pool).await;
     assert_eq!(stored(&worker.drain().await.unwrap()), 1);
     assert_eq!(key_status.rejection(), None);
@@ -385,11 +348,11 @@ async fn a_rejected_api_key_keeps_the_work_and_shows_until_fixed(pool: PgPool) {
 
 #[sqlx::test]
 async fn readiness_reports_a_rejected_api_key(pool: PgPool) {
-    let seam = MockServer::start().await;
-    Mock::given(path("/access_codes/get")).respond_with(ResponseTemplate::new(401)).mount(&seam).await;
+    let seam = StandIn::start().await.unwrap();
+    seam.answer("ac_1", Answer::status(401));
     let token = "readiness-detail-token-0123456789abcdef";
     let extra = format!("[server]\nrun_mode = \"all\"\n[api]\ntokens = \"{token}\"");
-    let app = spawn_app_with(pool.clone(), settings(&seam.uri(), &extra)).await;
+    let app = spawn_app_with(pool.clone(), settings(&seam.url(), &extra)).await;
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
     let readyz = |authorization: Option<String>| {
         let mut request = app.http.get(format!("{}/readyz", app.address));
@@ -398,10 +361,14 @@ async fn readiness_reports_a_rejected_api_key(pool: PgPool) {
         }
         request.send()
     };
-    let body = wait_for(|| async {
-        let response = readyz(Some(format!("bearer {token}"))).await.ok()?;
-        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())?;
-        response.json::<Value>().await.ok()
+    let body = eventually("/readyz to answer 503", || async {
+        let response = readyz(Some(format!("bearer {token}"))).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            return Err(format!("{status} {text}"));
+        }
+        serde_json::from_str::<Value>(&text).map_err(|e| format!("{status} {text} ({e})"))
     })
     .await;
     assert_eq!(body["seam_api_key"]["ok"], false);
@@ -416,9 +383,9 @@ async fn readiness_reports_a_rejected_api_key(pool: PgPool) {
 #[sqlx::test]
 async fn events_arriving_out_of_order_leave_the_latest_fetched_state(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     let events = [
         access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:03Z"),
         access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:02Z"),
@@ -478,9 +445,9 @@ fn refetch(id: &str) -> queue::RefetchRequest<'_> {
 #[sqlx::test]
 async fn fifty_events_for_one_code_in_a_burst_cost_one_fetch(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     let sends = (0..50).map(|i| {
         let event = access_code_event("access_code.changed", "ac_1", &format!("2026-11-25T10:00:{i:02}Z"));
         let app = &app;
@@ -488,25 +455,18 @@ async fn fifty_events_for_one_code_in_a_burst_cost_one_fetch(pool: PgPool) {
     });
     assert!(futures::future::join_all(sends).await.iter().all(|s| *s == StatusCode::OK));
     worker.drain().await.unwrap();
-    assert_eq!(seam_calls(&seam).await, 1);
+    assert_eq!(seam.calls(), 1);
     assert_eq!(count(&pool, "seam_events").await, 50);
 }
 
 #[sqlx::test]
 async fn events_arriving_during_a_fetch_cause_exactly_one_more_fetch(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     // The first answer is slow, so the burst below lands while it is in flight.
-    Mock::given(path("/access_codes/get"))
-        .respond_with(found(code_json("ac_1", "setting", json!([]), json!([]))).set_delay(Duration::from_secs(2)))
-        .up_to_n_times(1)
-        .mount(&seam)
-        .await;
-    Mock::given(path("/access_codes/get"))
-        .respond_with(found(code_json("ac_1", "set", json!([]), json!([]))))
-        .mount(&seam)
-        .await;
+    seam.answer_next(Answer::found(code_json("ac_1", "setting", json!([]), json!([]))).after(Duration::from_secs(2)));
+    seam.set_code("ac_1", code_json("ac_1", "set", json!([]), json!([])));
     app.deliver("msg_first", &access_code_event("access_code.created", "ac_1", "2026-11-25T10:00:00Z").to_string())
         .await;
 
@@ -514,7 +474,13 @@ async fn events_arriving_during_a_fetch_cause_exactly_one_more_fetch(pool: PgPoo
         let worker = worker.clone();
         async move { worker.try_execute_task().await.unwrap() }
     });
-    wait_for(|| async { (seam_calls(&seam).await == 1).then_some(()) }).await;
+    eventually("Seam's first call", || async {
+        match seam.calls() {
+            1 => Ok(()),
+            calls => Err(format!("{calls} calls")),
+        }
+    })
+    .await;
     for i in 1..50 {
         let event = access_code_event("access_code.changed", "ac_1", &format!("2026-11-25T10:00:{i:02}Z"));
         assert_eq!(app.deliver(&format!("msg_{i}"), &event.to_string()).await.status(), StatusCode::OK);
@@ -528,7 +494,7 @@ async fn events_arriving_during_a_fetch_cause_exactly_one_more_fetch(pool: PgPoo
         "{first:?}"
     );
     assert_eq!(stored(&worker.drain().await.unwrap()), 1);
-    assert_eq!(seam_calls(&seam).await, 2, "50 events, 2 fetches");
+    assert_eq!(seam.calls(), 2, "50 events, 2 fetches");
     assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"), "the mirror ends on the latest state");
 }
 
@@ -545,13 +511,13 @@ async fn a_code_is_claimed_by_one_worker_at_a_time(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_claim_abandoned_by_a_dead_worker_is_taken_again(pool: PgPool) {
-    let seam = MockServer::start().await;
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let seam = StandIn::start().await.unwrap();
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     let mut conn = pool.acquire().await.unwrap();
     queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
     // A worker claims, then dies: its lease runs out.
     let abandoned = queue::claim_next(&pool, Duration::from_secs(60)).await.unwrap().unwrap();
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let (worker, _) = worker(&pool, &seam.url(), "");
     assert!(worker.drain().await.unwrap().is_empty(), "not while the lease runs");
     sqlx::query("UPDATE access_code_refetches SET claimed_until = now() - interval '1 second'")
         .execute(&pool)
@@ -567,15 +533,10 @@ async fn a_claim_abandoned_by_a_dead_worker_is_taken_again(pool: PgPool) {
 #[sqlx::test]
 async fn two_workers_share_the_queue_and_fetch_each_code_once(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
+    let seam = StandIn::start().await.unwrap();
     for i in 0..30 {
         let id = format!("ac_{i}");
-        Mock::given(path("/access_codes/get"))
-            .and(query_param("access_code_id", id.as_str()))
-            .respond_with(found(code_json(&id, "set", json!([]), json!([]))).set_delay(Duration::from_millis(20)))
-            .expect(1)
-            .mount(&seam)
-            .await;
+        seam.answer(&id, Answer::found(code_json(&id, "set", json!([]), json!([]))).after(Duration::from_millis(20)));
     }
     for i in 0..30 {
         let event = access_code_event("access_code.set_on_device", &format!("ac_{i}"), "2026-11-25T10:00:00Z");
@@ -583,69 +544,60 @@ async fn two_workers_share_the_queue_and_fetch_each_code_once(pool: PgPool) {
     }
     let stop = CancellationToken::new();
     let extra = "[worker]\nconcurrency = 4\npoll_interval_ms = 100";
-    let runs: Vec<_> = (0..2).map(|_| tokio::spawn(worker(&pool, &seam.uri(), extra).0.run(stop.clone()))).collect();
-    wait_for(|| async {
+    let runs: Vec<_> = (0..2).map(|_| tokio::spawn(worker(&pool, &seam.url(), extra).0.run(stop.clone()))).collect();
+    eventually("every code mirrored and the queue empty", || async {
         let pending = count(&pool, "access_code_refetches").await;
         let mirrored = count(&pool, "access_codes").await;
-        (pending == 0 && mirrored == 30).then_some(())
+        if pending == 0 && mirrored == 30 { Ok(()) } else { Err(format!("{pending} pending, {mirrored} mirrored")) }
     })
     .await;
     stop.cancel();
     for run in runs {
         run.await.unwrap();
     }
-    assert_eq!(seam_calls(&seam).await, 30);
-    seam.verify().await;
+    assert_eq!(seam.calls(), 30);
+    let per_code = seam.calls_per_code();
+    for i in 0..30 {
+        assert_eq!(per_code.get(&format!("ac_{i}")), Some(&1), "ac_{i} fetched once: {per_code:?}");
+    }
 }
 
 #[sqlx::test]
 async fn a_running_worker_wakes_on_notify_and_stops_gracefully(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    seam_answers(
-        &seam,
+    let seam = StandIn::start().await.unwrap();
+    seam.answer(
         "ac_1",
-        found(code_json("ac_1", "set", json!([]), json!([]))).set_delay(Duration::from_millis(500)),
-    )
-    .await;
+        Answer::found(code_json("ac_1", "set", json!([]), json!([]))).after(Duration::from_millis(500)),
+    );
     // Polling is an hour apart: only NOTIFY can wake it in time.
-    let (worker, _) = worker(&pool, &seam.uri(), "[worker]\npoll_interval_ms = 3600000");
+    let (worker, _) = worker(&pool, &seam.url(), "[worker]\npoll_interval_ms = 3600000");
     let stop = CancellationToken::new();
     let run = tokio::spawn(worker.run(stop.clone()));
-    wait_for(|| async {
+    eventually("the worker to LISTEN", || async {
         let listening: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
         )
         .fetch_one(&pool)
         .await
         .unwrap();
-        (listening == 1).then_some(())
+        if listening == 1 { Ok(()) } else { Err(format!("{listening} sessions listening")) }
     })
     .await;
     app.deliver("msg_1", &access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:00Z").to_string())
         .await;
-    wait_for(|| async { (seam_calls(&seam).await == 1).then_some(()) }).await;
+    eventually("Seam's first call", || async {
+        match seam.calls() {
+            1 => Ok(()),
+            calls => Err(format!("{calls} calls")),
+        }
+    })
+    .await;
     // Stop while the fetch is in flight: it is finished, not lost.
     stop.cancel();
     run.await.unwrap();
     assert_eq!(mirror_row(&pool, "ac_1").await.status.as_deref(), Some("set"));
     assert_eq!(count(&pool, "access_code_refetches").await, 0);
-}
-
-/// Polls `check` until it yields a value; fails after a generous deadline.
-async fn wait_for<T, F, Fut>(mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[sqlx::test]
@@ -672,11 +624,11 @@ async fn one_claim_statement_claims_at_most_one_row_whatever_the_plan(pool: PgPo
 #[sqlx::test]
 async fn an_answer_postgres_cannot_store_becomes_a_dead_letter_not_an_endless_retry(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
     let mut code = code_json("ac_1", "set", json!([]), json!([]));
     code["name"] = json!("Guest \u{0} 12");
-    seam_answers(&seam, "ac_1", found(code)).await;
+    seam.answer("ac_1", Answer::found(code));
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;
     let done = worker.drain().await.unwrap();
     assert!(
@@ -691,9 +643,9 @@ async fn an_answer_postgres_cannot_store_becomes_a_dead_letter_not_an_endless_re
 #[sqlx::test]
 async fn a_manual_refetch_keeps_the_event_a_pending_refetch_names(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
-    let seam = MockServer::start().await;
-    let (worker, _) = worker(&pool, &seam.uri(), "");
-    seam_answers(&seam, "ac_1", found(code_json("ac_1", "set", json!([]), json!([])))).await;
+    let seam = StandIn::start().await.unwrap();
+    let (worker, _) = worker(&pool, &seam.url(), "");
+    seam.answer("ac_1", Answer::found(code_json("ac_1", "set", json!([]), json!([]))));
     let event = access_code_event("access_code.set_on_device", "ac_1", "2026-11-25T10:00:03Z");
     app.deliver("msg_1", &event.to_string()).await;
     // An operator's re-fetch (no event) lands on the pending row before the worker runs.

@@ -2,8 +2,9 @@
 
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use test_kit::eventually;
 
-use crate::rig::{E2e, captured_logs, eventually};
+use crate::rig::E2e;
 
 /// Waits until `/readyz` answers `status`; returns its body.
 async fn readiness(e2e: &E2e, status: u16) -> Value {
@@ -55,7 +56,7 @@ async fn set_while_the_key_is_rejected(e2e: &E2e) -> (String, Value) {
     assert_eq!(queued["dead_lettered_at"], Value::Null, "{queued}");
     assert_eq!(e2e.mirror(&id).await.unwrap().status.as_deref(), Some("setting"));
     // And the logs say what to fix.
-    let logs = captured_logs();
+    let logs = e2e.service.logs();
     assert!(logs.contains("Seam rejected the API key (SEAM_API_KEY)"), "no log names SEAM_API_KEY");
     (id, set)
 }

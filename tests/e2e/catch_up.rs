@@ -4,8 +4,9 @@
 use chrono::{Duration, Utc};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use test_kit::eventually;
 
-use crate::rig::{E2e, eventually, seam_time, time};
+use crate::rig::{E2e, seam_time, time};
 
 #[sqlx::test]
 async fn events_whose_webhooks_were_lost_are_caught_up_from_seams_event_log(
@@ -54,7 +55,7 @@ async fn events_whose_webhooks_were_lost_are_caught_up_from_seams_event_log(
     assert_eq!((stored[1].0.clone(), stored[1].1.clone()), (id(&a_delay), None));
 
     // A webhook that does arrive late is a duplicate, not a second event.
-    let late = e2e.harness.deliver(&e2e.service.webhook_url(), &b_set).await;
+    let late = e2e.harness.deliver(&e2e.service.webhook(), &b_set).await;
     assert_eq!((late.status, late.body["status"].as_str()), (200, Some("duplicate")), "{late:?}");
     assert_eq!(e2e.stored_events(&b_id).await.len(), 2);
 
@@ -67,8 +68,9 @@ async fn the_sweep_re_fetches_a_time_bound_code_once_it_starts_even_without_an_e
     database: PgConnectOptions,
 ) {
     let grace = 1;
-    let e2e =
-        E2e::start_with(database, &format!("[sweep]\ninterval_seconds = 1\ntime_bound_grace_seconds = {grace}")).await;
+    let grace_seconds = grace.to_string();
+    let sweep = [("APP_SWEEP__INTERVAL_SECONDS", "1"), ("APP_SWEEP__TIME_BOUND_GRACE_SECONDS", grace_seconds.as_str())];
+    let e2e = E2e::start_with(database, &sweep).await;
     let fake = &e2e.harness;
     let starts_at = seam_time(Utc::now() + Duration::seconds(3));
     let ends_at = seam_time(Utc::now() + Duration::hours(2));

@@ -23,7 +23,7 @@ async fn the_same_message_delivered_three_times_is_stored_once(_: PgPoolOptions,
     let mut answers = Vec::new();
     for timestamp in [now - 20, now - 10, now] {
         let delivery = fake
-            .deliver_with(&e2e.service.webhook_url(), json!({ "event": set, "msg_id": msg_id, "timestamp": timestamp }))
+            .deliver_with(&e2e.service.webhook(), json!({ "event": set, "msg_id": msg_id, "timestamp": timestamp }))
             .await;
         assert_eq!(delivery.status, 200, "every attempt is acknowledged: {delivery:?}");
         assert_eq!(delivery.msg_id, msg_id);

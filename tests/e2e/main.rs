@@ -1,4 +1,4 @@
-//! End to end: the real service (webhook endpoint + worker, in-process) against Seam's
+//! End to end: the real service (the binary, webhook endpoint + worker) against Seam's
 //! official fake API, `@seamapi/fake-seam-connect`, run by `tests/e2e/harness.mjs`,
 //! which also signs and delivers webhooks like Svix.
 //!

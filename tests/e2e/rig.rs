@@ -1,32 +1,27 @@
 //! The e2e rig: Seam's official fake (`tests/e2e/harness.mjs`, a Node child process)
-//! and the real service in-process (run_mode "all": webhook endpoint + worker) on the
-//! test's own database, plus ways to drive the fake and to wait for the mirror.
+//! and the real service (the binary, run_mode "all": webhook endpoint + worker, as
+//! the test kit runs it) on the test's own database, plus ways to drive the fake and
+//! to wait for the mirror.
 //!
-//! Nothing here sleeps "long enough": every wait polls for a condition until a
-//! deadline and then fails saying what it waited for and what it saw last.
+//! Nothing here sleeps "long enough": every wait is the kit's `eventually`, which
+//! polls for a condition until a deadline and then fails saying what it waited for
+//! and what it saw last.
 
-use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, Once, OnceLock, mpsc};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use seam_access_sync::app::Application;
-use seam_access_sync::clock::SystemClock;
-use seam_access_sync::config::Settings;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use tokio_util::sync::CancellationToken;
+use test_kit::logs::LogBuffer;
+use test_kit::process::{Output, Process};
+use test_kit::{DEADLINE, Service, ServiceConfig, eventually};
 
-/// How long any wait for the service may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
 /// How long the harness may take to print its ready line.
 const HARNESS_START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -43,19 +38,13 @@ pub struct HarnessInfo {
     pub webhook_secret: String,
 }
 
-/// `node tests/e2e/harness.mjs`, killed on drop (it also exits by itself when its
-/// stdin closes, so it dies with this process).
+/// `node tests/e2e/harness.mjs`, a child process whose logs go to the test's output
+/// (shown when a test fails). Dropping it closes its stdin, the harness's "exit now"
+/// (so it dies with this process too), and kills it if it does not within 5 s.
 pub struct Harness {
     pub info: HarnessInfo,
     http: reqwest::Client,
-    _process: HarnessProcess,
-}
-
-/// The child process; stopped on drop.
-struct HarnessProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    readers: Vec<JoinHandle<()>>,
+    _process: Process,
 }
 
 /// What `/deliver` reports: the service's answer to a signed delivery.
@@ -67,7 +56,7 @@ pub struct Delivery {
 }
 
 impl Harness {
-    pub fn start() -> Harness {
+    pub async fn start() -> Harness {
         seam_access_sync::install_tls_provider();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("e2e");
         assert!(
@@ -77,45 +66,16 @@ impl Harness {
             dir.display()
         );
         let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-        let mut child = Command::new(&node)
-            .arg(dir.join("harness.mjs"))
-            .current_dir(&dir)
-            .env_remove("E2E_HARNESS_IGNORE_STDIN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `{node}` ({e}): the e2e tests need Node >= 20.9 on PATH (or NODE=/path/to/node)")
-            });
-
-        // The harness's logs go to the test's captured output (shown when a test fails).
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut readers = vec![std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[harness] {line}");
-            }
-        })];
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        readers.push(std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = ready_tx.send(lines.next());
-            // The contract is one line; anything more is a harness bug worth seeing.
-            for line in lines.map_while(Result::ok) {
-                eprintln!("[harness stdout, unexpected] {line}");
-            }
-        }));
-        let stdin = child.stdin.take();
-        // From here on, a failure stops the process (HarnessProcess::drop).
-        let process = HarnessProcess { child, stdin, readers };
-        let line = match ready_rx.recv_timeout(HARNESS_START_DEADLINE) {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => {
-                panic!("the harness exited before it was ready (its log is above; try `node tests/e2e/smoke.mjs`)")
-            }
-            Err(_) => panic!("the harness printed no ready line within {HARNESS_START_DEADLINE:?}"),
-        };
+        let mut command = Command::new(&node);
+        command.arg(dir.join("harness.mjs")).current_dir(&dir).env_remove("E2E_HARNESS_IGNORE_STDIN");
+        let output = Output { file: None, echo: Some("[harness] ".into()) };
+        let mut process =
+            Process::spawn("the harness", command, LogBuffer::default(), output, Some(Duration::from_secs(5)))
+                .unwrap_or_else(|e| panic!("{e}: the e2e tests need Node >= 20.9 on PATH (or NODE=/path/to/node)"));
+        // Its contract is one line on stdout, the ready line.
+        let line = process.line(HARNESS_START_DEADLINE, |line| Some(line.to_owned())).await.unwrap_or_else(|e| {
+            panic!("the harness was not ready: {e:#}\n(its log is above; try `node tests/e2e/smoke.mjs`)")
+        });
         let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad harness ready line ({e}): {line}"));
         Harness { info, http: reqwest::Client::new(), _process: process }
     }
@@ -228,27 +188,6 @@ impl Harness {
     }
 }
 
-impl Drop for HarnessProcess {
-    fn drop(&mut self) {
-        // Closing stdin is the harness's "exit now"; kill it if it does not.
-        drop(self.stdin.take());
-        let asked = Instant::now();
-        while asked.elapsed() < Duration::from_secs(5) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-    }
-}
-
 /// Copies the fields of the object `extra` into the object `into`.
 pub fn merge(into: &mut Value, extra: Value) {
     if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
@@ -258,71 +197,33 @@ pub fn merge(into: &mut Value, extra: Value) {
 
 // ------------------------------------------------------------------ the service
 
-/// The service in-process with run_mode "all", a fast worker and its own pool.
-pub struct Service {
-    pub url: String,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+/// Starts the service (the kit's spawner: the binary, port 0) with run_mode "all"
+/// and a fast worker against the harness's fake, with `api_key`; `settings` are
+/// `APP_*` variables laid over the e2e defaults (e.g. a faster sweep). Its log goes
+/// to the test's output and stays readable (`Service::logs`).
+async fn start_service(database: &str, harness: &HarnessInfo, api_key: &str, settings: &[(String, String)]) -> Service {
+    let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+    let config = ServiceConfig::new(env!("CARGO_BIN_EXE_seam-access-sync"), database, &harness.seam_api_url)
+        .api_key(api_key)
+        .webhook_secret(&harness.webhook_secret)
+        .log_filter(&log_filter)
+        .echo("[service] ")
+        .env("APP_SERVER__RUN_MODE", "all")
+        .env("APP_WORKER__CONCURRENCY", 4)
+        .env("APP_WORKER__POLL_INTERVAL_MS", 200)
+        .env("APP_WORKER__BACKOFF_BASE_MS", 100)
+        .env("APP_WORKER__BACKOFF_MAX_MS", 1000)
+        .env("APP_WORKER__AUTH_FAILURE_RETRY_SECONDS", 1)
+        .env("APP_DATABASE__MAX_CONNECTIONS", 8)
+        .env("APP_DATABASE__ACQUIRE_TIMEOUT_MS", 10_000);
+    let config = settings.iter().fold(config, |config, (key, value)| config.env(key, value));
+    Service::start(config).await.unwrap_or_else(|e| panic!("the service did not start: {e:#}"))
 }
 
-impl Service {
-    /// `settings` is TOML laid over the e2e defaults (e.g. a faster sweep).
-    pub async fn start(database: &PgConnectOptions, harness: &HarnessInfo, api_key: &str, settings: &str) -> Service {
-        init_logs();
-        seam_access_sync::install_tls_provider();
-        let layer = format!(
-            r#"
-            [server]
-            listen_addr = "127.0.0.1:0"
-            run_mode = "all"
-            [webhook]
-            secret = "{secret}"
-            [seam]
-            api_url = "{api_url}"
-            api_key = "{api_key}"
-            [worker]
-            concurrency = 4
-            poll_interval_ms = 200
-            backoff_base_ms = 100
-            backoff_max_ms = 1000
-            auth_failure_retry_seconds = 1
-            "#,
-            secret = harness.webhook_secret,
-            api_url = harness.seam_api_url,
-        );
-        let settings = Settings::from_toml(&[&layer, settings]).expect("e2e settings");
-        // Its own pool: the service closes it when it stops.
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(database.clone())
-            .await
-            .expect("service pool");
-        let app = Application::build_with(settings, pool, Arc::new(SystemClock)).await.expect("the service builds");
-        let url = format!("http://127.0.0.1:{}", app.port());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Service { url, shutdown, task: Some(task) }
-    }
-
-    pub fn webhook_url(&self) -> String {
-        format!("{}/webhooks/seam", self.url)
-    }
-
-    /// Graceful shutdown, as on SIGTERM; waits for it.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let stopped = tokio::time::timeout(DEADLINE, task).await.expect("the service stops within the deadline");
-            stopped.expect("service task").expect("the service stopped cleanly");
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// Graceful shutdown, as on SIGTERM; waits for it.
+async fn stop_service(mut service: Service) {
+    let status = service.stop(DEADLINE).await.expect("the service stops within the deadline");
+    assert!(status.success(), "the service stopped cleanly: {status}");
 }
 
 // ------------------------------------------------------------------ the rig
@@ -334,8 +235,9 @@ pub struct E2e {
     pub harness: Harness,
     pub db: PgPool,
     pub http: reqwest::Client,
-    database: PgConnectOptions,
-    settings: String,
+    /// The test's database, as the service's `DATABASE_URL`.
+    database: String,
+    settings: Vec<(String, String)>,
 }
 
 /// A row of the mirror.
@@ -403,16 +305,19 @@ pub fn codes(list: &Value, field: &str) -> Vec<String> {
 impl E2e {
     /// Starts a fresh fake and the service on the test's database.
     pub async fn start(database: PgConnectOptions) -> E2e {
-        E2e::start_with(database, "").await
+        E2e::start_with(database, &[]).await
     }
 
-    /// Same, with `settings` (TOML) laid over the e2e defaults.
-    pub async fn start_with(database: PgConnectOptions, settings: &str) -> E2e {
-        let harness = Harness::start();
+    /// Same, with `settings` (`APP_*` variables) laid over the e2e defaults.
+    pub async fn start_with(database: PgConnectOptions, settings: &[(&str, &str)]) -> E2e {
+        let harness = Harness::start().await;
         let db = PgPoolOptions::new().max_connections(2).connect_with(database.clone()).await.expect("test pool");
         let since = db_now(&db).await;
-        let service = Service::start(&database, &harness.info, &harness.info.api_key, settings).await;
-        let e2e = E2e { service, harness, db, http: reqwest::Client::new(), database, settings: settings.to_owned() };
+        let database = test_kit::database_url(&database);
+        let settings: Vec<(String, String)> =
+            settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let service = start_service(&database, &harness.info, &harness.info.api_key, &settings).await;
+        let e2e = E2e { service, harness, db, http: reqwest::Client::new(), database, settings };
         e2e.start_up_catch_up(since).await;
         e2e
     }
@@ -421,9 +326,9 @@ impl E2e {
     /// operator does after fixing SEAM_API_KEY). The database and the fake stay.
     pub async fn restart_with_key(self, api_key: &str) -> E2e {
         let E2e { service, harness, db, http, database, settings } = self;
-        service.stop().await;
+        stop_service(service).await;
         let since = db_now(&db).await;
-        let service = Service::start(&database, &harness.info, api_key, &settings).await;
+        let service = start_service(&database, &harness.info, api_key, &settings).await;
         let e2e = E2e { service, harness, db, http, database, settings };
         e2e.start_up_catch_up(since).await;
         e2e
@@ -449,14 +354,14 @@ impl E2e {
     /// Ends the test cleanly: the service stops, every pool closes, the harness exits.
     pub async fn finish(self) {
         let E2e { service, harness, db, .. } = self;
-        service.stop().await;
+        stop_service(service).await;
         db.close().await;
         drop(harness);
     }
 
     /// Delivers `event` to the service, signed like Svix; asserts it was accepted.
     pub async fn deliver(&self, event: &Value) -> Delivery {
-        let delivery = self.harness.deliver(&self.service.webhook_url(), event).await;
+        let delivery = self.harness.deliver(&self.service.webhook(), event).await;
         assert_eq!(delivery.status, 200, "the service refused {}: {:?}", event["event_type"], delivery.body);
         assert_eq!(delivery.body["status"], "accepted", "{delivery:?}");
         delivery
@@ -567,28 +472,9 @@ impl E2e {
 
     /// `GET /readyz`: status and body.
     pub async fn readyz(&self) -> (u16, Value) {
-        let response = self.http.get(format!("{}/readyz", self.service.url)).send().await.expect("GET /readyz");
+        let response = self.http.get(format!("{}/readyz", self.service.url())).send().await.expect("GET /readyz");
         let status = response.status().as_u16();
         (status, response.json().await.expect("readyz JSON"))
-    }
-}
-
-/// Polls `probe` until it answers Ok or [`DEADLINE`] passes; then fails with `what`
-/// and the last thing the probe saw.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) if started.elapsed() >= DEADLINE => {
-                panic!("timed out after {DEADLINE:?} waiting for {what}\nlast seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
     }
 }
 
@@ -607,43 +493,4 @@ pub fn time(value: &Value) -> DateTime<Utc> {
 /// Seam's time format (milliseconds, `Z`).
 pub fn seam_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-// ------------------------------------------------------------------ logs
-
-/// Everything the service logged in this test binary (all tests), for checks on
-/// what an operator would see.
-pub fn captured_logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
-}
-
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER.get_or_init(Default::default)
-}
-
-/// Writes each log line to the shared buffer and to the test's captured output.
-struct Tee;
-
-impl Write for Tee {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().unwrap().extend_from_slice(bytes);
-        print!("{}", String::from_utf8_lossy(bytes));
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(|| Tee)
-            .try_init();
-    });
 }

@@ -4,6 +4,7 @@ use chrono::Utc;
 use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use test_kit::SECRET;
 
 use crate::rig::{E2e, Harness};
 
@@ -25,7 +26,7 @@ async fn webhooks_signed_by_svix_pass_our_verifier(_: PgPoolOptions, database: P
     let headers = fake.sign(&payload, &msg_id, Utc::now().timestamp()).await;
     let response = e2e
         .http
-        .post(e2e.service.webhook_url())
+        .post(e2e.service.webhook())
         .header("content-type", "application/json")
         .header("Webhook-Id", headers["svix-id"].as_str().unwrap())
         .header("Webhook-Timestamp", headers["svix-timestamp"].as_str().unwrap())
@@ -39,8 +40,8 @@ async fn webhooks_signed_by_svix_pass_our_verifier(_: PgPoolOptions, database: P
     e2e.applied(id, &event).await;
 
     // The check is real: another secret, or a stale timestamp, is refused.
-    let url = e2e.service.webhook_url();
-    let wrong_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let url = e2e.service.webhook();
+    let wrong_secret = SECRET;
     let refused = fake.deliver_with(&url, json!({ "event": event, "secret": wrong_secret })).await;
     assert_eq!((refused.status, refused.body["error"].as_str()), (401, Some("invalid_signature")), "{refused:?}");
     let stale = fake.deliver_with(&url, json!({ "event": event, "timestamp": Utc::now().timestamp() - 301 })).await;
@@ -52,7 +53,7 @@ async fn webhooks_signed_by_svix_pass_our_verifier(_: PgPoolOptions, database: P
 
 #[tokio::test]
 async fn webhooks_we_sign_pass_seam_webhook_verify() {
-    let fake = Harness::start();
+    let fake = Harness::start().await;
     let secret = fake.info.webhook_secret.clone();
     let (_, created) = fake.create_code(0, "Front door", json!({})).await;
     let payload = serde_json::to_string(&created).unwrap();
@@ -73,7 +74,7 @@ async fn webhooks_we_sign_pass_seam_webhook_verify() {
     assert_eq!(fake.verify(&payload, standard).await["ok"], true);
 
     // A rotation header (old secret's signature first) still verifies.
-    let old = sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_e2e_ours", now, payload.as_bytes()).unwrap();
+    let old = sign(SECRET, "msg_e2e_ours", now, payload.as_bytes()).unwrap();
     let rotating = json!({ "svix-id": "msg_e2e_ours", "svix-timestamp": now.to_string(), "svix-signature": format!("{old} {ours}") });
     assert_eq!(fake.verify(&payload, rotating).await["ok"], true);
 

@@ -233,7 +233,7 @@ pub async fn account(ctx: &mut Ctx, records: &[Record], expect_dead_letters: boo
     ctx.check(strangers.is_empty(), format!("events stored that no delivery sent: {strangers:?}"));
 
     // The mirror equals the stand-in's truth, code by code.
-    let truths = ctx.seam.truths();
+    let truths = ctx.seam.codes();
     let mirror: Vec<CodeRow> = sqlx::query_as(
         "SELECT access_code_id, status, warnings, errors, deleted_at IS NOT NULL AS deleted FROM access_codes",
     )
@@ -244,8 +244,8 @@ pub async fn account(ctx: &mut Ctx, records: &[Record], expect_dead_letters: boo
     summary.codes = truths.len();
     let mut mismatches = Vec::new();
     for (code, truth) in &truths {
-        let expected =
-            (Some(truth.status.to_owned()), Value::Array(truth.warnings.clone()), Value::Array(vec![]), false);
+        let status = truth["status"].as_str().unwrap_or_default();
+        let expected = (Some(status.to_owned()), truth["warnings"].clone(), Value::Array(vec![]), false);
         match mirror.get(code) {
             Some(row) if *row == expected => summary.mirror_ok += 1,
             Some(row) => mismatches.push(format!(
@@ -254,7 +254,7 @@ pub async fn account(ctx: &mut Ctx, records: &[Record], expect_dead_letters: boo
                 row.1,
                 row.2,
                 if row.3 { " deleted" } else { "" },
-                truth.status,
+                status,
                 expected.1
             )),
             None => mismatches.push(format!("{code}: not in the mirror")),

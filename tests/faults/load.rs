@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use rand::seq::SliceRandom;
-use seam_access_sync::seam::signature::sign;
 use serde_json::{Value, json};
+use test_kit::{SECRET, SeamHandle, svix_headers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-
-use crate::service::SECRET;
-use crate::standin::{SeamHandle, Truth, WORKSPACE_ID, device_for};
 
 /// Event types of the managed endpoint (every one asks for a re-fetch).
 pub const EVENT_TYPES: &[&str] = &[
@@ -34,6 +31,40 @@ pub const EVENT_TYPES: &[&str] = &[
 ];
 
 const STATUSES: &[&str] = &["set", "setting", "unset"];
+
+pub const WORKSPACE_ID: &str = "0f4a4a4e-2a0b-4d8e-9d6c-2a6f1b9c3d10";
+
+/// A stable device per code (a few codes share each device).
+pub fn device_for(code: &str) -> String {
+    let n = code.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 16;
+    format!("6f0e3c2a-1b7d-4e59-8a3f-9c2d1e0b4a{n:02x}")
+}
+
+/// What Seam holds for a code right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    pub status: &'static str,
+    pub warnings: Vec<Value>,
+}
+
+impl Truth {
+    /// The code `id` as the Seam stand-in answers it while this is the truth.
+    pub fn access_code(&self, id: &str) -> Value {
+        json!({
+            "access_code_id": id,
+            "device_id": device_for(id),
+            "workspace_id": WORKSPACE_ID,
+            "name": "Guest stay",
+            "type": "ongoing",
+            "code": "8172",
+            "is_managed": true,
+            "status": self.status,
+            "warnings": self.warnings,
+            "errors": [],
+            "created_at": "2026-11-20T10:00:00.000Z"
+        })
+    }
+}
 
 fn warning(code: &str, message: &str) -> Value {
     json!({"warning_code": code, "message": message, "created_at": "2026-11-25T09:00:00.000Z"})
@@ -100,11 +131,9 @@ impl Delivery {
         Delivery::new(code, EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())], Utc::now())
     }
 
-    /// The signature headers for an attempt now.
-    fn signed(&self) -> (String, String) {
-        let timestamp = Utc::now().timestamp();
-        let signature = sign(SECRET, &self.msg_id, timestamp, self.body.as_bytes()).expect("the secret is valid");
-        (timestamp.to_string(), signature)
+    /// Svix's headers for an attempt now.
+    fn signed(&self) -> [(&'static str, String); 3] {
+        svix_headers(SECRET, &self.msg_id, Utc::now().timestamp(), self.body.as_bytes())
     }
 }
 
@@ -211,7 +240,7 @@ impl Load {
                             tokio::time::sleep_until(due.into()).await;
                         }
                         if let Some(truth) = send.truth {
-                            seam.set_truth(&send.delivery.code, truth);
+                            seam.set_code(&send.delivery.code, truth.access_code(&send.delivery.code));
                         }
                         let record =
                             send_until_acked(&http, &targets, &round_robin, send.delivery, give_up_after).await;
@@ -288,17 +317,12 @@ async fn send_until_acked(
 }
 
 async fn attempt(http: &reqwest::Client, url: &str, target: usize, delivery: &Delivery) -> Attempt {
-    let (timestamp, signature) = delivery.signed();
+    let mut request = http.post(url).header("content-type", "application/json").body(delivery.body.clone());
+    for (name, value) in delivery.signed() {
+        request = request.header(name, value);
+    }
     let at = Instant::now();
-    let sent = http
-        .post(url)
-        .header("svix-id", &delivery.msg_id)
-        .header("svix-timestamp", timestamp)
-        .header("svix-signature", signature)
-        .header("content-type", "application/json")
-        .body(delivery.body.clone())
-        .send()
-        .await;
+    let sent = request.send().await;
     let outcome = match sent {
         Ok(answer) => {
             let status = answer.status().as_u16();
@@ -350,14 +374,13 @@ impl SlowDelivery {
         stream.write_all(format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await?;
         let (status, _) = read_answer(&mut stream).await?;
         anyhow::ensure!(status == 200, "/healthz answered {status}");
-        let (timestamp, signature) = delivery.signed();
+        let svix: String = delivery.signed().iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         let body = delivery.body.as_bytes();
         let half = body.len() / 2;
         let head = format!(
             "POST /webhooks/seam HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nsvix-id: {}\r\nsvix-timestamp: {timestamp}\r\nsvix-signature: {signature}\r\n\r\n",
-            body.len(),
-            delivery.msg_id
+             content-length: {}\r\n{svix}\r\n",
+            body.len()
         );
         let at = Instant::now();
         stream.write_all(head.as_bytes()).await?;

@@ -30,7 +30,6 @@ mod db;
 mod load;
 mod scenarios;
 mod service;
-mod standin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +45,7 @@ use sqlx::postgres::PgPoolOptions;
 use check::Summary;
 use load::{Delivery, LoadSpec, Send};
 use service::ServiceConfig;
-use standin::StandIn;
+use test_kit::StandIn;
 
 /// The scenarios, in order: name and what it does.
 const SCENARIOS: &[(&str, &str)] = &[
@@ -165,7 +164,7 @@ impl Ctx {
     /// The service's settings: short timings, catch-up and sweeps off, plus `extra`.
     pub fn service_config(&self, extra: &[(&str, &str)]) -> ServiceConfig {
         let p = &self.profile;
-        let mut env: Vec<(String, String)> = [
+        let settings: Vec<(&str, String)> = vec![
             ("APP_SEAM__TIMEOUT_MS", p.seam_timeout_ms.to_string()),
             ("APP_SEAM__CONNECT_TIMEOUT_MS", "1000".into()),
             ("APP_WORKER__LEASE_SECONDS", p.lease_seconds.to_string()),
@@ -177,17 +176,15 @@ impl Ctx {
             ("APP_DATABASE__ACQUIRE_TIMEOUT_MS", "1000".into()),
             ("APP_DATABASE__MAX_CONNECTIONS", "10".into()),
             ("APP_DATABASE__CREATE_IF_MISSING", "false".into()),
-            ("APP_LOG__LEVEL", "warn".into()),
-            ("APP_LOG__FORMAT", "text".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (key, value) in extra {
-            env.retain(|(k, _)| k != key);
-            env.push(((*key).to_owned(), (*value).to_owned()));
-        }
-        ServiceConfig { db_url: self.db_url.clone(), seam_url: self.seam.url(), env, log: self.log.clone() }
+        ];
+        let config = ServiceConfig::new(service::BIN, &self.db_url, &self.seam.url())
+            .api_key("seam_faults_test_key")
+            .log_filter("warn")
+            .log_file(&self.log);
+        settings
+            .into_iter()
+            .chain(extra.iter().map(|(key, value)| (*key, (*value).to_owned())))
+            .fold(config, |config, (key, value)| config.env(key, value))
     }
 
     /// A paced load of `groups` over `targets`.

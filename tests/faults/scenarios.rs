@@ -17,7 +17,7 @@ use crate::check::{self, claims_held, pending};
 use crate::db;
 use crate::load::{self, Delivery, Load, LoadSpec, Outcome, Record, Send, SlowDelivery, new_code, random_truth};
 use crate::service::Service;
-use crate::standin::Mode;
+use test_kit::Mode;
 
 /// The longest wait for a point mid-load.
 const MID_LOAD: Duration = Duration::from_secs(120);
@@ -256,10 +256,10 @@ pub async fn seam_down(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.check(refused > 0.0, "no connection attempt while Seam was down");
 
     // 500s: some codes change again, a few new ones appear.
-    ctx.seam.set_mode(Mode::Error500);
+    ctx.seam.set_mode(Mode::Status(500));
     ctx.seam.come_up().await?;
     let errors_from = Instant::now();
-    let (per_code_before, answered_before) = (ctx.seam.calls_per_code(), ctx.seam.answered_500());
+    let (per_code_before, answered_before) = (ctx.seam.calls_per_code(), ctx.seam.answered(500));
     let mut changed: Vec<String> = codes.iter().step_by(3).cloned().collect();
     let fresh: Vec<String> = (0..25 * scale).map(|_| new_code()).collect();
     changed.extend(fresh.iter().cloned());
@@ -268,7 +268,7 @@ pub async fn seam_down(ctx: &mut Ctx) -> anyhow::Result<()> {
     records.extend(Load::start(spec(ctx, plan), ctx.seam.handle()).finish().await?);
     tokio::time::sleep_until((errors_from + outage).into()).await;
     let waiting = pending(ctx).await?;
-    let answered_500 = ctx.seam.answered_500() - answered_before;
+    let answered_500 = ctx.seam.answered(500) - answered_before;
     let per_code = ctx.seam.calls_per_code();
     let most = per_code.iter().map(|(code, n)| n - per_code_before.get(code).copied().unwrap_or(0)).max().unwrap_or(0);
     ctx.figure(
@@ -347,7 +347,7 @@ pub async fn duplicates(ctx: &mut Ctx) -> anyhow::Result<()> {
     let codes: Vec<String> = (0..100 * scale).map(|_| new_code()).collect();
     // Copies race each other: every code's truth is set before any is sent.
     for code in &codes {
-        ctx.seam.set_truth(code, random_truth(&mut ctx.rng));
+        ctx.seam.set_code(code, random_truth(&mut ctx.rng).access_code(code));
     }
     let deliveries: Vec<Arc<Delivery>> =
         (0..300 * scale).map(|i| Delivery::random(&codes[i % codes.len()], &mut ctx.rng)).collect();
@@ -481,7 +481,7 @@ pub async fn graceful_shutdown(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut slow = Vec::new();
     for _ in 0..5 {
         let code = new_code();
-        ctx.seam.set_truth(&code, random_truth(&mut ctx.rng));
+        ctx.seam.set_code(&code, random_truth(&mut ctx.rng).access_code(&code));
         slow.push(SlowDelivery::begin(service.port, Delivery::random(&code, &mut ctx.rng)).await?);
     }
     // Lets the service read their headers before the signal.
