@@ -209,6 +209,7 @@ async fn start_service(database: &str, harness: &HarnessInfo, api_key: &str, set
         .log_filter(&log_filter)
         .echo("[service] ")
         .env("APP_SERVER__RUN_MODE", "all")
+        .env("APP_API__TOKENS", OPERATOR_TOKEN)
         .env("APP_WORKER__CONCURRENCY", 4)
         .env("APP_WORKER__POLL_INTERVAL_MS", 200)
         .env("APP_WORKER__BACKOFF_BASE_MS", 100)
@@ -470,13 +471,23 @@ impl E2e {
         .expect("read seam_events")
     }
 
-    /// `GET /readyz`: status and body.
+    /// `GET /readyz` as an operator (with a read-API token, so failures come with
+    /// their reason): status and body.
     pub async fn readyz(&self) -> (u16, Value) {
-        let response = self.http.get(format!("{}/readyz", self.service.url())).send().await.expect("GET /readyz");
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.service.url()))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .expect("GET /readyz");
         let status = response.status().as_u16();
         (status, response.json().await.expect("readyz JSON"))
     }
 }
+
+/// The read-API token the service is started with.
+pub const OPERATOR_TOKEN: &str = "e2e-operator-token-0123456789abcdef";
 
 /// The database's clock.
 async fn db_now(db: &PgPool) -> DateTime<Utc> {

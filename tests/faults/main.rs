@@ -57,6 +57,10 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("out_of_order", "several events per code, delivered in reverse or random order"),
     ("two_instances", "two instances on one database, one SIGKILLed mid-load for good"),
     ("graceful_shutdown", "SIGTERM under load: requests and fetches in flight finish, no claim left"),
+    (
+        "open_port",
+        "1,000 dribbling connections and 20,000 invented methods; a valid webhook still answered; SIGTERM with connections open",
+    ),
 ];
 
 /// Sizes and timings: short (default) or soak (`FAULTS_SOAK=1`).
@@ -490,6 +494,7 @@ async fn dispatch(ctx: &mut Ctx) -> anyhow::Result<()> {
         "out_of_order" => scenarios::out_of_order(ctx).await,
         "two_instances" => scenarios::two_instances(ctx).await,
         "graceful_shutdown" => scenarios::graceful_shutdown(ctx).await,
+        "open_port" => scenarios::open_port(ctx).await,
         other => anyhow::bail!("no scenario named {other}"),
     }
 }

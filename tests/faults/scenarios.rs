@@ -542,3 +542,128 @@ pub async fn graceful_shutdown(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.seam.set_mode(Mode::Normal);
     check::settle(ctx, &records, &mut [&mut service], false).await
 }
+
+/// Resident and peak memory of a process, in bytes (`VmRSS`, `VmHWM`).
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A connection that sends a request head one byte a second and never finishes it;
+/// returns how long after its first byte the service closed it (None: still open
+/// after `give_up`).
+async fn dribble_headers(port: u16, give_up: Duration) -> anyhow::Result<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ").await?;
+    let started = Instant::now();
+    let mut buffer = [0u8; 512];
+    while started.elapsed() < give_up {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return Ok(Some(started.elapsed())),
+                Ok(_) => {} // a 408 before the close
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if stream.write_all(b"a").await.is_err() {
+                    return Ok(Some(started.elapsed()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Scenario 9: what an attacker without a secret can do to the open port (issue 12):
+/// 1,000 connections dribbling headers and 20,000 requests with invented methods,
+/// while a valid webhook must still be answered; then SIGTERM with connections open.
+pub async fn open_port(ctx: &mut Ctx) -> anyhow::Result<()> {
+    const SLOW: usize = 1000;
+    const METHODS: usize = 20_000;
+    let header_timeout = Duration::from_secs(10);
+    let deadline = Duration::from_secs(20);
+    let mut service = Service::start(ctx.service_config(&[
+        ("APP_SERVER__RUN_MODE", "server"),
+        ("APP_SERVER__HEADER_READ_TIMEOUT_MS", "10000"),
+        ("APP_SERVER__SHUTDOWN_DEADLINE_MS", "20000"),
+    ]))
+    .await?;
+    let (port, pid) = (service.port, service.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?);
+    let (rss_before, _) = memory_of(pid);
+
+    let slow: Vec<_> = (0..SLOW).map(|_| tokio::spawn(dribble_headers(port, header_timeout * 3))).collect();
+    // 20,000 distinct 1,000-byte methods, 16 at a time.
+    let http = reqwest::Client::new();
+    let url = format!("{}/healthz", service.url());
+    let methods = futures::StreamExt::map(futures::stream::iter(0..METHODS), |i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let method = reqwest::Method::from_bytes(format!("M{i:05}{}", "X".repeat(994)).as_bytes()).unwrap();
+            http.request(method, &url).send().await.map(|a| a.status().as_u16()).unwrap_or(0)
+        }
+    });
+    let statuses: Vec<u16> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(methods, 16)).await;
+    let refused = statuses.iter().filter(|s| **s == 405).count();
+
+    // A valid webhook meanwhile: the slow connections are still open.
+    let code = new_code();
+    let delivery = Delivery::random(&code, &mut ctx.rng);
+    let body = delivery.body.clone();
+    let timestamp = Utc::now().timestamp();
+    let mut request = http.post(service.webhook()).body(body.clone());
+    for (name, value) in test_kit::svix_headers(test_kit::SECRET, &delivery.msg_id, timestamp, body.as_bytes()) {
+        request = request.header(name, value);
+    }
+    let webhook = request.send().await.map(|a| a.status().as_u16()).unwrap_or(0);
+    let metrics = http.get(format!("{}/metrics", service.url())).send().await?.text().await?;
+    let (rss_loaded, _) = memory_of(pid);
+
+    let mut closed_in = Vec::with_capacity(SLOW);
+    for task in slow {
+        closed_in.push(task.await??);
+    }
+    let still_open = closed_in.iter().filter(|c| c.is_none()).count();
+    let slowest = closed_in.iter().flatten().max().copied().unwrap_or_default();
+    let (rss_after, rss_peak) = memory_of(pid);
+
+    // SIGTERM with connections open (dribbling again).
+    let open: Vec<_> = (0..200).map(|_| tokio::spawn(dribble_headers(port, header_timeout * 3))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let term = Instant::now();
+    service.sigterm()?;
+    let exit = service.wait_exit(deadline + Duration::from_secs(10)).await;
+    let stopped_in = term.elapsed();
+    for task in open {
+        let _ = task.await;
+    }
+
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    ctx.figure(
+        "RSS before → under load → after → peak",
+        format!("{} → {} → {} → {}", mib(rss_before), mib(rss_loaded), mib(rss_after), mib(rss_peak)),
+    );
+    ctx.figure(format!("{METHODS} invented methods answered 405"), refused);
+    ctx.figure("/metrics size after them", format!("{} bytes", metrics.len()));
+    ctx.figure("valid webhook during the attack", webhook);
+    ctx.figure(format!("{SLOW} dribbling connections closed, slowest after"), secs(slowest));
+    ctx.figure("SIGTERM with 200 connections open → exit", secs(stopped_in));
+    ctx.check(rss_peak <= 64 * 1024 * 1024, format!("peak RSS {} over 64 MiB", mib(rss_peak)));
+    ctx.check(metrics.len() < 100 * 1024, format!("/metrics is {} bytes", metrics.len()));
+    ctx.check(webhook == 200, format!("the valid webhook was answered {webhook}"));
+    ctx.check(refused == METHODS, format!("{refused} of {METHODS} invented methods answered 405"));
+    ctx.check(still_open == 0, format!("{still_open} dribbling connections still open after 30 s"));
+    ctx.check(
+        slowest <= header_timeout + Duration::from_secs(5),
+        format!("a dribbling connection stayed open {}", secs(slowest)),
+    );
+    ctx.check(exit.as_ref().is_ok_and(|status| status.success()), format!("exit after SIGTERM: {exit:?}"));
+    ctx.check(stopped_in <= deadline, format!("SIGTERM → exit took {}", secs(stopped_in)));
+    Ok(())
+}
