@@ -18,7 +18,8 @@ use crate::jobs::worker::Worker;
 use crate::jobs::{prune, sweep};
 use crate::seam::signature::{Verifier, WebhookSecrets};
 use crate::seam::{SeamClient, SeamKeyStatus};
-use crate::store::{self, intake::IntakeWriter};
+use crate::store::intake::{IntakeWriter, IntakeWriters};
+use crate::store::{self};
 use crate::telemetry::metrics::{Metrics, Task};
 
 /// A built service: bound, connected, migrated, ready to run.
@@ -27,6 +28,7 @@ pub struct Application {
     state: AppState,
     worker: Option<Worker>,
     catch_up: Option<CatchUp>,
+    intake_writers: IntakeWriters,
 }
 
 impl Application {
@@ -74,11 +76,11 @@ impl Application {
             (None, None)
         };
         let api_tokens = ApiTokens::new(&settings.api_tokens());
-        let intake =
-            IntakeWriter::start(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
+        let (intake, intake_writers) =
+            IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
         let settings = Arc::new(settings);
         let state = AppState { pool, settings, verifier, clock, key_status, metrics, intake, api_tokens };
-        Ok(Application { listener, state, worker, catch_up })
+        Ok(Application { listener, state, worker, catch_up, intake_writers })
     }
 
     pub fn port(&self) -> u16 {
@@ -88,7 +90,7 @@ impl Application {
     /// Serves until `shutdown` fires: then stops accepting, finishes requests and
     /// fetches in flight, waits for the background tasks, and closes the pool.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, worker, catch_up } = self;
+        let Application { listener, state, worker, catch_up, intake_writers } = self;
         let pool = state.pool.clone();
         tracing::info!(
             addr = %listener.local_addr()?,
@@ -98,6 +100,12 @@ impl Application {
         // The worker process also runs the background jobs: catch-up, sweeps, pruning.
         // Each is supervised: restarted when it fails, waited for at shutdown.
         let mut supervisor = Supervisor::new(shutdown.clone(), state.metrics.clone());
+        // The intake writers end when the server (the last `IntakeWriter`) is gone,
+        // after the requests in flight were answered.
+        for _ in 0..state.settings.server.intake_writers.max(1) {
+            let writers = intake_writers.clone();
+            supervisor.spawn(Task::IntakeWriter, move |_| writers.clone().run_one());
+        }
         if let Some(catch_up) = catch_up {
             supervisor.spawn(Task::CatchUp, move |stop| catch_up.clone().run(stop));
             let (sweep, metrics, db) = (state.settings.sweep.clone(), state.metrics.clone(), pool.clone());

@@ -137,16 +137,24 @@ pub struct IntakeWriter {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The writer side: the queue of deliveries waiting, from which any number of
+/// writer loops (`run_one`) take batches. The caller runs the loops (the
+/// application's supervisor restarts one that panics).
+#[derive(Clone)]
+pub struct IntakeWriters {
+    pool: PgPool,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max_batch: usize,
+}
+
 impl IntakeWriter {
-    /// Starts `writers` writer tasks, each committing up to `max_batch` deliveries at
-    /// once. They stop when the last `IntakeWriter` clone is dropped.
-    pub fn start(pool: PgPool, writers: usize, max_batch: usize) -> IntakeWriter {
+    /// The front for request handlers and the writer side, for up to `writers`
+    /// loops each committing up to `max_batch` deliveries at once. The loops end
+    /// when the last `IntakeWriter` clone is dropped.
+    pub fn new(pool: PgPool, writers: usize, max_batch: usize) -> (IntakeWriter, IntakeWriters) {
         let (jobs, receiver) = mpsc::channel::<Job>(max_batch.max(1) * writers.max(1) * 4);
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_batches(pool.clone(), receiver.clone(), max_batch.max(1)));
-        }
-        IntakeWriter { jobs }
+        (IntakeWriter { jobs }, IntakeWriters { pool, receiver, max_batch: max_batch.max(1) })
     }
 
     /// Stores one delivery; returns after its transaction committed.
@@ -156,6 +164,15 @@ impl IntakeWriter {
         let stopped = || StoreError("the intake writer stopped".into());
         self.jobs.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl IntakeWriters {
+    /// One writer loop: takes what is waiting, commits it, answers; until every
+    /// `IntakeWriter` is dropped. A delivery whose batch panicked is answered
+    /// "stopped" (503: the sender retries) as its reply is dropped.
+    pub async fn run_one(self) {
+        write_batches(self.pool, self.receiver, self.max_batch).await;
     }
 }
 

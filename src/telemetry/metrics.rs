@@ -61,6 +61,8 @@ crate::text_enum::text_enum! {
         Worker = "worker",
         /// The worker's LISTEN task.
         WorkerListener = "worker_listener",
+        /// One of the webhook intake's group-commit writers.
+        IntakeWriter = "intake_writer",
     }
 }
 
