@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use crate::config::SeamSettings;
 use crate::seam::event::CodeEndpoint;
+use crate::seam::redact::{bounded, describe_json_error, seam_error_text};
 
-/// Longest error body kept from a Seam answer.
-const MAX_KEPT_BODY: usize = 2048;
+/// Longest id from Seam's answer quoted in an error.
+const MAX_QUOTED_ID: usize = 100;
 
 #[derive(Clone)]
 pub struct SeamClient {
@@ -71,8 +72,9 @@ pub enum FetchOutcome {
     Transient { reason: String, retry_after: Option<Duration>, status: Option<u16> },
     /// 401/403: the API key is wrong. Keep the work; an operator must fix the key.
     KeyRejected { status: u16, message: String },
-    /// Any other 4xx: retrying will not help.
-    Rejected { status: u16, body: String },
+    /// Any other 4xx: retrying will not help. `message` is Seam's error type and
+    /// message, scrubbed (`redact::seam_error_text`), never the body.
+    Rejected { status: u16, message: String },
 }
 
 crate::text_enum::text_enum! {
@@ -202,9 +204,9 @@ impl SeamClient {
         match status.as_u16() {
             200 => serde_json::from_slice::<EventsResponse>(&bytes)
                 .map(|r| r.events)
-                .map_err(|e| ListError::Failed(format!("unreadable /events/list answer: {e}"))),
-            401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: error_message(&bytes) }),
-            _ => Err(ListError::Failed(format!("HTTP {status}: {}", error_message(&bytes)))),
+                .map_err(|e| ListError::Failed(format!("the /events/list answer {}", describe_json_error(&e)))),
+            401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: seam_error_text(&bytes) }),
+            _ => Err(ListError::Failed(format!("HTTP {status}: {}", seam_error_text(&bytes)))),
         }
     }
 }
@@ -220,31 +222,44 @@ fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>, acce
         // SEAM_API_URL, a proxy) says nothing about the code: retry, never delete.
         404 if is_seam_not_found(body) => FetchOutcome::Gone,
         404 => FetchOutcome::Transient {
-            reason: format!("HTTP 404 without Seam's not_found error (is SEAM_API_URL right?): {}", kept_body(body)),
+            reason: format!(
+                "HTTP 404 without Seam's not_found error (is SEAM_API_URL right?): {}",
+                seam_error_text(body)
+            ),
             retry_after: None,
             status: Some(404),
         },
-        401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: error_message(body) },
+        401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: seam_error_text(body) },
         408 | 429 => {
             FetchOutcome::Transient { reason: format!("HTTP {status}"), retry_after, status: Some(status.as_u16()) }
         }
-        400..=499 => FetchOutcome::Rejected { status: status.as_u16(), body: kept_body(body) },
+        400..=499 => FetchOutcome::Rejected { status: status.as_u16(), message: seam_error_text(body) },
         _ => FetchOutcome::Transient {
-            reason: format!("HTTP {status}: {}", error_message(body)),
+            reason: format!("HTTP {status}: {}", seam_error_text(body)),
             retry_after,
             status: Some(status.as_u16()),
         },
     }
 }
 
+/// A 200's access code. Errors never quote the answer (serde's own text does: the
+/// value of a mistyped `code` is the PIN); the typed fields are read from the bytes
+/// again so that an error can say where it is.
 fn parse_found(body: &[u8], access_code_id: &str) -> Result<FetchOutcome, String> {
-    let response: GetResponse = serde_json::from_slice(body).map_err(|e| format!("unreadable 200 answer: {e}"))?;
-    let code: AccessCode = serde_json::from_value(response.access_code.clone())
-        .map_err(|e| format!("unreadable access_code in 200 answer: {e}"))?;
+    let response: GetResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable 200 answer: it {}", describe_json_error(&e)))?;
+    let code = serde_json::from_slice::<TypedGetResponse>(body)
+        .map_err(|e| format!("unreadable access_code in 200 answer: it {}", describe_json_error(&e)))?
+        .access_code;
     if code.access_code_id != access_code_id {
-        return Err(format!("answer is for another access code ({})", code.access_code_id));
+        return Err(format!("answer is for another access code ({})", bounded(&code.access_code_id, MAX_QUOTED_ID)));
     }
     Ok(FetchOutcome::Found(Box::new(FetchedCode { code, raw: response.access_code })))
+}
+
+#[derive(Deserialize)]
+struct TypedGetResponse {
+    access_code: AccessCode,
 }
 
 /// `{"error": {"type": "not_found" | "…_not_found", …}}`, as Seam answers for an
@@ -254,27 +269,6 @@ fn is_seam_not_found(body: &[u8]) -> bool {
         .ok()
         .and_then(|v| v.get("error")?.get("type")?.as_str().map(|t| t == "not_found" || t.ends_with("_not_found")))
         .unwrap_or(false)
-}
-
-/// Seam's `{"error": {"type", "message"}}`, or the start of whatever came instead.
-fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-            Some(format!("{kind}: {message}"))
-        })
-        .unwrap_or_else(|| kept_body(body))
-}
-
-fn kept_body(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    match text.char_indices().nth(MAX_KEPT_BODY) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.into_owned(),
-    }
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
@@ -353,12 +347,54 @@ mod tests {
             matches!(classify(StatusCode::TOO_MANY_REQUESTS, b"", wait, "a"), FetchOutcome::Transient { retry_after, .. } if retry_after == wait)
         );
         assert!(matches!(classify(StatusCode::BAD_GATEWAY, b"", none, "a"), FetchOutcome::Transient { .. }));
-        assert!(
-            matches!(classify(StatusCode::BAD_REQUEST, b"bad", none, "a"), FetchOutcome::Rejected { status: 400, body } if body == "bad")
-        );
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, br#"{"error":{"type":"invalid_input","message":"bad"}}"#, none, "a"),
+            FetchOutcome::Rejected { status: 400, message } if message == "invalid_input: bad"
+        ));
         assert!(matches!(classify(StatusCode::OK, b"{}", none, "a"), FetchOutcome::Transient { .. }));
         let other = br#"{"access_code":{"access_code_id":"other","status":"set"}}"#;
         assert!(matches!(classify(StatusCode::OK, other, none, "a"), FetchOutcome::Transient { .. }));
+    }
+
+    #[test]
+    fn no_outcome_quotes_a_pin_from_the_answer() {
+        let none = None;
+        let pin = "905531";
+        let outcomes = [
+            // A PIN sent as a number: serde's own error text would quote it.
+            classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","status":"set","code":905531}}"#, none, "a"),
+            classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","status":905531}}"#, none, "a"),
+            classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","code":"905531"#, none, "a"),
+            classify(StatusCode::OK, br#"{"access_code":905531}"#, none, "a"),
+            // Error answers that echo the code.
+            classify(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":{"type":"invalid_input","message":"code 905531 rejected","data":{"code":"905531"}},"ok":false}"#,
+                none,
+                "a",
+            ),
+            classify(StatusCode::UNPROCESSABLE_ENTITY, br#"{"access_code":{"code":"905531"}}"#, none, "a"),
+            classify(StatusCode::NOT_FOUND, b"<html>no route for code=905531</html>", none, "a"),
+            classify(StatusCode::FORBIDDEN, br#"{"error":{"type":"forbidden","message":"not for 905531"}}"#, none, "a"),
+            classify(StatusCode::INTERNAL_SERVER_ERROR, br#"{"code":"905531"}"#, none, "a"),
+        ];
+        for outcome in outcomes {
+            let text = format!("{outcome:?}");
+            assert!(!text.contains(pin), "{text}");
+            assert!(!matches!(outcome, FetchOutcome::Found(_)), "{text}");
+        }
+        let FetchOutcome::Transient { reason, .. } = classify(
+            StatusCode::OK,
+            br#"{"access_code":{"access_code_id":"a","status":"set","code":905531}}"#,
+            none,
+            "a",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "unreadable access_code in 200 answer: it has a field missing or of the wrong type (line 1, column 65)"
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! `requested_mutations[].from` / `.to` of `access_code.mutations_requested`, and
 //! `pending_mutations[].from` / `.to` (`updating_code`) of the access-code object.
 //! `redact_pin` is the one function that removes them from JSON before it is stored
-//! (`seam_events.payload`, `access_codes.access_code`).
+//! (`seam_events.payload`, `access_codes.access_code`); the text functions below keep
+//! them (and Seam's raw answers) out of logs and `last_error`.
 
 use serde_json::Value;
+use serde_json::error::Category;
 
 /// What replaces a PIN in anything stored, unless the user opted in to keeping PINs.
 pub const REDACTED: &str = "[redacted]";
@@ -19,6 +21,13 @@ const CHANGE_LISTS: [&str; 3] = ["pending_mutations", "requested_mutations", "ch
 
 /// Keys whose object value is an access code, or a version of one.
 const CODE_OBJECTS: [&str; 4] = ["from", "to", "access_code", "backup_access_code"];
+
+/// Longest Seam error message kept, in characters.
+const MAX_MESSAGE_CHARS: usize = 200;
+/// Longest Seam error type kept, in characters (types are short snake_case words).
+const MAX_TYPE_CHARS: usize = 64;
+/// A run of this many digits or more in a text from Seam could be a PIN.
+const MIN_PIN_DIGITS: usize = 4;
 
 /// Replaces every PIN in an event or access-code object (and in anything nested in
 /// it) with `REDACTED`, generously:
@@ -85,6 +94,75 @@ fn redact_present(value: Option<&mut Value>) {
         && !value.is_null()
     {
         *value = Value::String(REDACTED.into());
+    }
+}
+
+/// Seam's error answer as one line for logs and `last_error`: `type: message` from
+/// `{"error": {"type", "message"}}`, each bounded and scrubbed (see `scrub`), never
+/// the body itself (it may echo the code, PIN included); an answer without Seam's
+/// error object is described by its size only.
+pub fn seam_error_text(body: &[u8]) -> String {
+    let error = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("error").cloned());
+    match error {
+        Some(error) if error.is_object() => {
+            let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+            format!("{}: {}", scrub(kind, MAX_TYPE_CHARS), scrub(message, MAX_MESSAGE_CHARS))
+        }
+        _ => format!("an answer without Seam's error object ({} bytes, not kept)", body.len()),
+    }
+}
+
+/// A text from Seam made safe to store and log: every standalone run of four or
+/// more digits (a possible PIN; not one inside an id or a date, i.e. next to a
+/// letter, a digit or `-`) replaced by `REDACTED`, control characters by spaces,
+/// then cut to `max_chars` characters.
+pub fn scrub(text: &str, max_chars: usize) -> String {
+    let chars: Vec<char> = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let joins = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || *c == '-');
+    let mut scrubbed = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let run = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if run == 0 {
+            scrubbed.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let standalone = !joins(i.checked_sub(1).and_then(|j| chars.get(j))) && !joins(chars.get(i + run));
+        if run >= MIN_PIN_DIGITS && standalone {
+            scrubbed.push_str(REDACTED);
+        } else {
+            scrubbed.extend(&chars[i..i + run]);
+        }
+        i += run;
+    }
+    bounded(&scrubbed, max_chars)
+}
+
+/// `text` cut to `max_chars` characters (with `…` when cut), control characters as
+/// spaces: for ids and other texts that are not PINs but must not grow a log line
+/// without bound.
+pub fn bounded(text: &str, max_chars: usize) -> String {
+    let clean = |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", clean(&text[..cut])),
+        None => clean(text),
+    }
+}
+
+/// A JSON error without the value it quotes (serde's own text does: `invalid type:
+/// integer `905531``): its category and, when it has one, its position.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "has a field missing or of the wrong type",
+        Category::Eof => "is truncated JSON",
+    };
+    match e.line() {
+        0 => what.to_owned(),
+        line => format!("{what} (line {line}, column {})", e.column()),
     }
 }
 
@@ -221,5 +299,63 @@ mod tests {
             "mutation_code": "updating_code"
         });
         assert_eq!(redacted(event.clone()), event);
+    }
+
+    #[test]
+    fn seam_errors_keep_type_and_scrubbed_message_only() {
+        let echo = br#"{"error":{"type":"invalid_input","message":"code 905531 is invalid","data":{"code":"905531"}},"ok":false}"#;
+        assert_eq!(seam_error_text(echo), "invalid_input: code [redacted] is invalid");
+        let quoted = br#"{"error":{"type":"invalid_input","message":"Expected string, received \"code\":905531."}}"#;
+        assert!(!seam_error_text(quoted).contains("905531"), "{}", seam_error_text(quoted));
+        assert_eq!(
+            seam_error_text(br#"{"error":{"type":"unauthorized","message":"Unauthorized"},"ok":false}"#),
+            "unauthorized: Unauthorized"
+        );
+        for raw in [&b"<html>PIN 905531</html>"[..], b"905531", br#"{"error":"905531"}"#, b""] {
+            let text = seam_error_text(raw);
+            assert!(!text.contains("905531") && text.contains("bytes, not kept"), "{text}");
+        }
+        let long = format!(r#"{{"error":{{"type":"{}","message":"{}"}}}}"#, "t".repeat(500), "m".repeat(5000));
+        let text = seam_error_text(long.as_bytes());
+        assert!(text.chars().count() <= MAX_TYPE_CHARS + MAX_MESSAGE_CHARS + 4, "{} chars", text.chars().count());
+    }
+
+    #[test]
+    fn scrubbing_replaces_standalone_digit_runs_and_keeps_ids_and_dates() {
+        let cases = [
+            ("PIN 1234.", "PIN [redacted]."),
+            ("\"code\":905531,", "\"code\":[redacted],"),
+            ("code_12345678", "code_[redacted]"),
+            ("123 and 12", "123 and 12"),
+            (
+                "id 7b6c2a4e-0000-4000-8000-000000000001 at 2026-11-25T10:00:00Z",
+                "id 7b6c2a4e-0000-4000-8000-000000000001 at 2026-11-25T10:00:00Z",
+            ),
+            ("access_code1 ac12345", "access_code1 ac12345"),
+            ("line\nbreak\t1234", "line break [redacted]"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(scrub(text, 200), expected, "{text}");
+        }
+        assert_eq!(scrub("abcdef", 3), "abc…");
+        assert_eq!(scrub("é".repeat(300).as_str(), 200).chars().count(), 201);
+    }
+
+    #[test]
+    fn json_errors_are_described_without_the_value_they_quote() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Code {
+            code: Option<String>,
+        }
+        let e = serde_json::from_slice::<Code>(br#"{"code": 905531}"#).unwrap_err();
+        assert!(e.to_string().contains("905531"), "serde's own text quotes the PIN: {e}");
+        assert_eq!(describe_json_error(&e), "has a field missing or of the wrong type (line 1, column 15)");
+        let e = serde_json::from_value::<Code>(json!({"code": 905531})).unwrap_err();
+        assert_eq!(describe_json_error(&e), "has a field missing or of the wrong type");
+        let e = serde_json::from_slice::<Value>(b"{\"code\": 9055x31}").unwrap_err();
+        assert_eq!(describe_json_error(&e), "is not valid JSON (line 1, column 14)");
+        let e = serde_json::from_slice::<Value>(b"{\"code\": \"9055").unwrap_err();
+        assert!(describe_json_error(&e).starts_with("is truncated JSON"), "{}", describe_json_error(&e));
     }
 }
