@@ -21,6 +21,8 @@ pub struct SeamClient {
     http: reqwest::Client,
     base_url: String,
     api_key: SecretString,
+    /// Largest answer read (`seam.max_response_bytes`).
+    max_response_bytes: usize,
 }
 
 /// The fields of an access code the mirror queries; every other field stays in `raw`.
@@ -67,8 +69,8 @@ pub enum FetchOutcome {
     Found(Box<FetchedCode>),
     /// 404: the code no longer exists (removed, expired, deleted). An ending.
     Gone,
-    /// 429, 5xx, timeouts, connection errors, unreadable 200s: try again later.
-    /// `status` is None when no answer came.
+    /// 429, 5xx, timeouts, connection errors, unreadable 200s, answers over
+    /// `seam.max_response_bytes`: try again later. `status` is None when no answer came.
     Transient { reason: String, retry_after: Option<Duration>, status: Option<u16> },
     /// 401/403: the API key is wrong. Keep the work; an operator must fix the key.
     KeyRejected { status: u16, message: String },
@@ -128,8 +130,23 @@ pub enum EventWindow {
 pub enum ListError {
     #[error("Seam rejected the API key: HTTP {status}: {message}")]
     KeyRejected { status: u16, message: String },
+    /// The answer was over `seam.max_response_bytes`: ask for a smaller window.
+    #[error("{}", too_large(*max_bytes))]
+    TooLarge { max_bytes: usize },
     #[error("{0}")]
     Failed(String),
+}
+
+/// Why an answer's body was not read whole.
+enum BodyError {
+    /// Declared or grown past `seam.max_response_bytes`; the rest was never read.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The reason given for an answer over the limit (no content of it).
+fn too_large(max_bytes: usize) -> String {
+    format!("answer too large: over seam.max_response_bytes ({max_bytes} bytes), dropped unread")
 }
 
 impl SeamClient {
@@ -144,6 +161,7 @@ impl SeamClient {
             http,
             base_url: settings.api_url.trim_end_matches('/').to_owned(),
             api_key: settings.api_key.clone(),
+            max_response_bytes: settings.max_response_bytes,
         })
     }
 
@@ -172,15 +190,36 @@ impl SeamClient {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = match response.bytes().await {
+        let body = match read_limited(response, self.max_response_bytes).await {
             Ok(body) => body,
             Err(e) => {
-                let status = Some(status.as_u16());
-                return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after, status };
+                let reason = match e {
+                    BodyError::TooLarge => too_large(self.max_response_bytes),
+                    BodyError::Transport(e) => describe_transport_error(e),
+                };
+                return FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) };
             }
         };
         classify(status, &body, retry_after, access_code_id)
     }
+}
+
+/// The body of `response`, at most `limit` bytes: a declared `Content-Length` over
+/// the limit is refused before reading, a body that grows past it is dropped as soon
+/// as it does (the connection is closed, the rest never read).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if chunk.len() > limit - body.len() {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl SeamClient {
@@ -200,7 +239,10 @@ impl SeamClient {
             .await
             .map_err(|e| ListError::Failed(describe_transport_error(e)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ListError::Failed(describe_transport_error(e)))?;
+        let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
+            BodyError::TooLarge => ListError::TooLarge { max_bytes: self.max_response_bytes },
+            BodyError::Transport(e) => ListError::Failed(describe_transport_error(e)),
+        })?;
         match status.as_u16() {
             200 => serde_json::from_slice::<EventsResponse>(&bytes)
                 .map(|r| r.events)
