@@ -3,6 +3,7 @@
 mod abuse;
 mod helpers;
 mod operations;
+mod pins;
 mod read_api;
 mod reconcile;
 mod signature;
