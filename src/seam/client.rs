@@ -194,7 +194,8 @@ impl SeamClient {
             Ok(body) => body,
             Err(e) => {
                 let reason = match e {
-                    BodyError::TooLarge => too_large(self.max_response_bytes),
+                    BodyError::TooLarge if status == StatusCode::OK => too_large(self.max_response_bytes),
+                    BodyError::TooLarge => format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
                     BodyError::Transport(e) => describe_transport_error(e),
                 };
                 return FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) };
@@ -240,7 +241,12 @@ impl SeamClient {
             .map_err(|e| ListError::Failed(describe_transport_error(e)))?;
         let status = response.status();
         let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
-            BodyError::TooLarge => ListError::TooLarge { max_bytes: self.max_response_bytes },
+            // Only a page of events grows with the window; an error answer that large
+            // is no reason to ask for less.
+            BodyError::TooLarge if status == StatusCode::OK => {
+                ListError::TooLarge { max_bytes: self.max_response_bytes }
+            }
+            BodyError::TooLarge => ListError::Failed(format!("HTTP {status}: {}", too_large(self.max_response_bytes))),
             BodyError::Transport(e) => ListError::Failed(describe_transport_error(e)),
         })?;
         match status.as_u16() {

@@ -415,6 +415,13 @@ async fn an_answer_one_byte_over_the_limit_is_refused_and_one_at_it_is_read(pool
             assert!(error.contains("too large") && error.contains("4096"), "{error}");
         }
     }
+    // An error answer over the limit says its status too.
+    let seam = seam_answering(ResponseTemplate::new(503).set_body_string("e".repeat(limit + 1))).await;
+    deliver(&app, "access_code.changed", "ac_size_503", json!({})).await;
+    let (worker, _) = worker(&pool, &seam.uri(), &extra);
+    worker.drain().await.unwrap();
+    let error = last_error(&pool, "ac_size_503").await;
+    assert!(error.starts_with("HTTP 503") && error.contains("too large"), "{error}");
 }
 
 /// `/events/list` as the live API serves it: events created in the window, newest
@@ -479,4 +486,16 @@ async fn catch_up_splits_an_events_page_over_the_limit_and_gives_up_clearly_on_o
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM catch_up_state").fetch_one(&pool).await.unwrap();
     assert!(last_error.unwrap().contains("too large"));
+
+    // An error answer over the limit is a failure, not a reason to ask for a smaller window.
+    let seam = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/events/list"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("e".repeat(8192)))
+        .expect(1)
+        .mount(&seam)
+        .await;
+    let (failing, _) = catch_up(&pool, &seam.uri(), extra);
+    let error = failing.run_once().await.unwrap_err();
+    assert!(format!("{error:#}").contains("HTTP 500"), "{error:#}");
 }
