@@ -114,12 +114,12 @@ pub fn seam_error_text(body: &[u8]) -> String {
 }
 
 /// A text from Seam made safe to store and log: every standalone run of four or
-/// more digits (a possible PIN; not one inside an id or a date, i.e. next to a
-/// letter, a digit or `-`) replaced by `REDACTED`, control characters by spaces,
-/// then cut to `max_chars` characters.
+/// more digits (a possible PIN; not one inside a uuid or a date, i.e. next to a hex
+/// digit or `-`) replaced by `REDACTED`, control characters by spaces, then cut to
+/// `max_chars` characters.
 pub fn scrub(text: &str, max_chars: usize) -> String {
     let chars: Vec<char> = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let joins = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || *c == '-');
+    let joins = |c: Option<&char>| c.is_some_and(|c| c.is_ascii_hexdigit() || *c == '-');
     let mut scrubbed = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
@@ -326,6 +326,7 @@ mod tests {
             ("PIN 1234.", "PIN [redacted]."),
             ("\"code\":905531,", "\"code\":[redacted],"),
             ("code_12345678", "code_[redacted]"),
+            ("PIN905531 set", "PIN[redacted] set"),
             ("123 and 12", "123 and 12"),
             (
                 "id 7b6c2a4e-0000-4000-8000-000000000001 at 2026-11-25T10:00:00Z",
