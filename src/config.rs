@@ -17,6 +17,9 @@ use crate::seam::signature::WebhookSecrets;
 
 const BASE: &str = include_str!("../config/base.toml");
 
+/// Smallest `seam.max_response_bytes`: below this even an error answer does not fit.
+const MIN_SEAM_RESPONSE_BYTES: usize = 1024;
+
 /// Environment variables Seam users expect, and the setting each one sets.
 const SEAM_ENV_NAMES: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
@@ -133,6 +136,8 @@ pub struct SeamSettings {
     pub api_key: SecretString,
     pub connect_timeout_ms: u64,
     pub timeout_ms: u64,
+    /// Largest answer read from Seam; a larger one is dropped unread (a transient failure).
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +217,9 @@ impl Settings {
         }
         if self.retention.events_days == 1 {
             bail!("retention.events_days must be 0 (keep) or at least 2: Svix retries for about 28 hours");
+        }
+        if self.seam.max_response_bytes < MIN_SEAM_RESPONSE_BYTES {
+            bail!("seam.max_response_bytes must be at least {MIN_SEAM_RESPONSE_BYTES}");
         }
         if self.catch_up.page_limit == 0 {
             bail!("catch_up.page_limit must be at least 1");
@@ -377,6 +385,15 @@ mod tests {
         assert_eq!(settings.worker.concurrency, 8);
         assert_eq!(settings.server.max_body_bytes, 256 * 1024);
         assert_eq!(settings.webhook.tolerance_seconds, 300);
+        assert_eq!(settings.seam.max_response_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn a_seam_answer_limit_too_small_for_any_answer_refuses_to_start() {
+        let err = Settings::from_toml(&[VALID, "[seam]\nmax_response_bytes = 100"]).unwrap_err();
+        assert!(err.to_string().contains("seam.max_response_bytes"), "{err}");
+        let settings = Settings::from_toml(&[VALID, "[seam]\nmax_response_bytes = 4096"]).unwrap();
+        assert_eq!(settings.seam.max_response_bytes, 4096);
     }
 
     #[test]

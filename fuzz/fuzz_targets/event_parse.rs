@@ -8,9 +8,13 @@
 //! - an accepted event has an `event_id` and `event_type` of 1..=255 bytes, other ids
 //!   of 1..=255 bytes when present, and an `access_code_id` when it is an
 //!   `access_code.*` event; its `action()` re-fetches exactly that code;
-//! - with `store_pins = false` the payload's top-level `code` is absent, null or
-//!   "[redacted]"; with `store_pins = true` the payload is the body as parsed; the
-//!   two differ in `code` only;
+//! - with `store_pins = false` no PIN is left where Seam puts one (the top-level
+//!   `code`; `code` in an object with an `access_code_id`, in a `from`, `to`,
+//!   `access_code` or `backup_access_code` object, in an entry of
+//!   `pending_mutations`, `requested_mutations` or `changed_properties`; the `from`
+//!   and `to` of a `changed_properties` entry whose `property` is `code`): each is
+//!   absent, null or "[redacted]"; with `store_pins = true` the payload is the body
+//!   as parsed; the two differ only in values replaced by "[redacted]";
 //! - nothing accepted holds a NUL character, which Postgres cannot store (text and
 //!   jsonb refuse it), so an accepted event can always be written.
 #![no_main]
@@ -18,6 +22,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use seam_access_sync::seam::event::{EventAction, REDACTED, SeamEvent};
+use serde_json::Map;
 use serde_json::Value;
 
 #[derive(Arbitrary, Debug)]
@@ -29,6 +34,14 @@ enum Key {
     WorkspaceId,
     OccurredAt,
     Code,
+    From,
+    To,
+    Property,
+    MutationCode,
+    AccessCode,
+    PendingMutations,
+    RequestedMutations,
+    ChangedProperties,
     Other(String),
 }
 
@@ -44,6 +57,9 @@ enum Scalar {
     Time(u32, i16),
     /// Raw text spliced in as is: a number like `1e400`, an escape like `"\u0000"`.
     Raw(String),
+    /// `"code"` (false) or `"updating_code"` (true): the values that mark a change
+    /// of a PIN.
+    CodeWord(bool),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -62,6 +78,14 @@ fn key_text(key: &Key) -> String {
         Key::WorkspaceId => "workspace_id",
         Key::OccurredAt => "occurred_at",
         Key::Code => "code",
+        Key::From => "from",
+        Key::To => "to",
+        Key::Property => "property",
+        Key::MutationCode => "mutation_code",
+        Key::AccessCode => "access_code",
+        Key::PendingMutations => "pending_mutations",
+        Key::RequestedMutations => "requested_mutations",
+        Key::ChangedProperties => "changed_properties",
         Key::Other(other) => other,
     };
     Value::String(key.to_owned()).to_string()
@@ -96,6 +120,9 @@ fn write(json: &Json, out: &mut String) {
             ));
         }
         Json::Scalar(Scalar::Raw(raw)) => out.push_str(raw),
+        Json::Scalar(Scalar::CodeWord(updating)) => {
+            out.push_str(if *updating { "\"updating_code\"" } else { "\"code\"" })
+        }
         Json::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -170,17 +197,90 @@ fn check(body: &[u8]) {
             "accepted an event Postgres cannot store (NUL character)"
         );
     }
-    match redacted.payload.get("code") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == REDACTED => {}
-        Some(other) => panic!("PIN not redacted: {other}"),
-    }
+    let top = redacted.payload.as_object().expect("an event is an object");
+    assert_hidden(top.get("code"), "code");
+    assert_no_pin(&redacted.payload, "");
     let as_received: Value = serde_json::from_slice(body).expect("accepted, so it is JSON");
     assert_eq!(kept.payload, as_received, "store_pins = true changed the payload");
+    assert_only_redacted(&redacted.payload, &kept.payload, "");
     let (mut a, mut b) = (redacted.clone(), kept.clone());
-    a.payload.as_object_mut().unwrap().remove("code");
-    b.payload.as_object_mut().unwrap().remove("code");
-    assert_eq!(a, b, "store_pins changed more than the PIN");
+    (a.payload, b.payload) = (Value::Null, Value::Null);
+    assert_eq!(a, b, "store_pins changed more than the payload");
+}
+
+/// A PIN's place: absent, null or redacted.
+fn assert_hidden(value: Option<&Value>, at: &str) {
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == REDACTED => {}
+        Some(other) => panic!("PIN not redacted at {at}: {other}"),
+    }
+}
+
+/// Every place a PIN can be, anywhere in `value` (the rules of the module doc,
+/// restated here rather than taken from `redact_pin`).
+fn assert_no_pin(value: &Value, at: &str) {
+    match value {
+        Value::Array(items) => items.iter().enumerate().for_each(|(i, item)| assert_no_pin(item, &format!("{at}/{i}"))),
+        Value::Object(map) => {
+            if map.contains_key("access_code_id") {
+                assert_hidden(map.get("code"), &format!("{at}/code"));
+            }
+            for (key, child) in map {
+                let here = format!("{at}/{key}");
+                if ["from", "to", "access_code", "backup_access_code"].contains(&key.as_str())
+                    && let Value::Object(inner) = child
+                {
+                    assert_hidden(inner.get("code"), &format!("{here}/code"));
+                }
+                if ["pending_mutations", "requested_mutations", "changed_properties"].contains(&key.as_str())
+                    && let Value::Array(entries) = child
+                {
+                    for (i, entry) in entries.iter().enumerate() {
+                        let Value::Object(entry) = entry else { continue };
+                        assert_change_hidden(entry, &format!("{here}/{i}"));
+                    }
+                }
+                assert_no_pin(child, &here);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn assert_change_hidden(entry: &Map<String, Value>, at: &str) {
+    assert_hidden(entry.get("code"), &format!("{at}/code"));
+    if entry.get("property").and_then(Value::as_str) == Some("code") {
+        assert_hidden(entry.get("from"), &format!("{at}/from"));
+        assert_hidden(entry.get("to"), &format!("{at}/to"));
+    }
+    if entry.get("mutation_code").and_then(Value::as_str) == Some("updating_code") {
+        for side in ["from", "to"] {
+            if let Some(value) = entry.get(side).filter(|v| !v.is_object() && !v.is_array()) {
+                assert_hidden(Some(value), &format!("{at}/{side}"));
+            }
+        }
+    }
+}
+
+/// `redacted` is `kept` with some values replaced by "[redacted]", nothing else.
+fn assert_only_redacted(redacted: &Value, kept: &Value, at: &str) {
+    match (redacted, kept) {
+        (Value::Object(r), Value::Object(k)) => {
+            assert!(r.keys().eq(k.keys()), "keys changed at {at}");
+            for (key, value) in r {
+                assert_only_redacted(value, &k[key], &format!("{at}/{key}"));
+            }
+        }
+        (Value::Array(r), Value::Array(k)) => {
+            assert_eq!(r.len(), k.len(), "length changed at {at}");
+            for (i, (r, k)) in r.iter().zip(k).enumerate() {
+                assert_only_redacted(r, k, &format!("{at}/{i}"));
+            }
+        }
+        (Value::String(s), k) if s == REDACTED && !k.is_null() => {}
+        (r, k) => assert_eq!(r, k, "changed at {at}, not redacted"),
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

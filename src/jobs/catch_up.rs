@@ -131,7 +131,8 @@ impl CatchUp {
 
     /// Every event created after `since`. A full page may have left events out at
     /// either end (the order Seam lists in is not promised), so the window is split
-    /// around what came back until every answer is short of the limit.
+    /// around what came back until every answer is short of the limit. A page over
+    /// `seam.max_response_bytes` is asked for again as two halves of its window.
     async fn fetch_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<Value>> {
         let limit = self.settings.page_limit;
         let mut windows = vec![EventWindow::Since(since)];
@@ -140,8 +141,25 @@ impl CatchUp {
         while let Some(window) = windows.pop() {
             pages += 1;
             anyhow::ensure!(pages <= MAX_PAGES, "more than {MAX_PAGES} pages of events; raise catch_up.page_limit");
+            let tick = chrono::Duration::milliseconds(1);
             let batch = match self.seam.list_events(window, limit).await {
                 Ok(batch) => batch,
+                Err(e @ ListError::TooLarge { .. }) => {
+                    let (start, end) = match window {
+                        EventWindow::Since(start) => (start, None),
+                        EventWindow::Between(start, end) => (start, Some(end)),
+                    };
+                    let half = (end.unwrap_or_else(Utc::now) - start) / 2;
+                    anyhow::ensure!(half > tick, "/events/list failed: {e}, even for a window of a few milliseconds");
+                    tracing::warn!(%start, "catch-up: an /events/list page over seam.max_response_bytes; splitting its window");
+                    let middle = start + half;
+                    windows.push(EventWindow::Between(start, middle + tick));
+                    windows.push(match end {
+                        None => EventWindow::Since(middle - tick),
+                        Some(end) => EventWindow::Between(middle - tick, end),
+                    });
+                    continue;
+                }
                 Err(ListError::KeyRejected { status, message }) => {
                     self.key_status.rejected(format!("HTTP {status}: {message}"));
                     anyhow::bail!("Seam rejected the API key: HTTP {status}: {message}");
@@ -154,7 +172,6 @@ impl CatchUp {
                 let (Some(&earliest), Some(&latest)) = (times.iter().min(), times.iter().max()) else {
                     anyhow::bail!("/events/list returned a full page without created_at times");
                 };
-                let tick = chrono::Duration::milliseconds(1);
                 let (start, end) = match window {
                     EventWindow::Since(start) => (start, None),
                     EventWindow::Between(start, end) => (start, Some(end)),

@@ -122,8 +122,8 @@ impl Worker {
                 )
                 .await?
             }
-            FetchOutcome::Rejected { status, body } => {
-                self.fail(&claim, Failure::DeadLetter, &format!("HTTP {status}: {body}")).await?
+            FetchOutcome::Rejected { status, message } => {
+                self.fail(&claim, Failure::DeadLetter, &format!("HTTP {status}: {message}")).await?
             }
         };
         Ok(TaskOutcome::Executed { access_code_id: claim.access_code_id, result })

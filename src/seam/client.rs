@@ -11,15 +11,18 @@ use serde_json::Value;
 
 use crate::config::SeamSettings;
 use crate::seam::event::CodeEndpoint;
+use crate::seam::redact::{bounded, describe_json_error, seam_error_text};
 
-/// Longest error body kept from a Seam answer.
-const MAX_KEPT_BODY: usize = 2048;
+/// Longest id from Seam's answer quoted in an error.
+const MAX_QUOTED_ID: usize = 100;
 
 #[derive(Clone)]
 pub struct SeamClient {
     http: reqwest::Client,
     base_url: String,
     api_key: SecretString,
+    /// Largest answer read (`seam.max_response_bytes`).
+    max_response_bytes: usize,
 }
 
 /// The fields of an access code the mirror queries; every other field stays in `raw`.
@@ -66,13 +69,14 @@ pub enum FetchOutcome {
     Found(Box<FetchedCode>),
     /// 404: the code no longer exists (removed, expired, deleted). An ending.
     Gone,
-    /// 429, 5xx, timeouts, connection errors, unreadable 200s: try again later.
-    /// `status` is None when no answer came.
+    /// 429, 5xx, timeouts, connection errors, unreadable 200s, answers over
+    /// `seam.max_response_bytes`: try again later. `status` is None when no answer came.
     Transient { reason: String, retry_after: Option<Duration>, status: Option<u16> },
     /// 401/403: the API key is wrong. Keep the work; an operator must fix the key.
     KeyRejected { status: u16, message: String },
-    /// Any other 4xx: retrying will not help.
-    Rejected { status: u16, body: String },
+    /// Any other 4xx: retrying will not help. `message` is Seam's error type and
+    /// message, scrubbed (`redact::seam_error_text`), never the body.
+    Rejected { status: u16, message: String },
 }
 
 crate::text_enum::text_enum! {
@@ -126,8 +130,23 @@ pub enum EventWindow {
 pub enum ListError {
     #[error("Seam rejected the API key: HTTP {status}: {message}")]
     KeyRejected { status: u16, message: String },
+    /// The answer was over `seam.max_response_bytes`: ask for a smaller window.
+    #[error("{}", too_large(*max_bytes))]
+    TooLarge { max_bytes: usize },
     #[error("{0}")]
     Failed(String),
+}
+
+/// Why an answer's body was not read whole.
+enum BodyError {
+    /// Declared or grown past `seam.max_response_bytes`; the rest was never read.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The reason given for an answer over the limit (no content of it).
+fn too_large(max_bytes: usize) -> String {
+    format!("answer too large: over seam.max_response_bytes ({max_bytes} bytes), dropped unread")
 }
 
 impl SeamClient {
@@ -142,6 +161,7 @@ impl SeamClient {
             http,
             base_url: settings.api_url.trim_end_matches('/').to_owned(),
             api_key: settings.api_key.clone(),
+            max_response_bytes: settings.max_response_bytes,
         })
     }
 
@@ -170,15 +190,37 @@ impl SeamClient {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = match response.bytes().await {
+        let body = match read_limited(response, self.max_response_bytes).await {
             Ok(body) => body,
             Err(e) => {
-                let status = Some(status.as_u16());
-                return FetchOutcome::Transient { reason: describe_transport_error(e), retry_after, status };
+                let reason = match e {
+                    BodyError::TooLarge if status == StatusCode::OK => too_large(self.max_response_bytes),
+                    BodyError::TooLarge => format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
+                    BodyError::Transport(e) => describe_transport_error(e),
+                };
+                return FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) };
             }
         };
         classify(status, &body, retry_after, access_code_id)
     }
+}
+
+/// The body of `response`, at most `limit` bytes: a declared `Content-Length` over
+/// the limit is refused before reading, a body that grows past it is dropped as soon
+/// as it does (the connection is closed, the rest never read).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if chunk.len() > limit - body.len() {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl SeamClient {
@@ -198,13 +240,21 @@ impl SeamClient {
             .await
             .map_err(|e| ListError::Failed(describe_transport_error(e)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ListError::Failed(describe_transport_error(e)))?;
+        let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
+            // Only a page of events grows with the window; an error answer that large
+            // is no reason to ask for less.
+            BodyError::TooLarge if status == StatusCode::OK => {
+                ListError::TooLarge { max_bytes: self.max_response_bytes }
+            }
+            BodyError::TooLarge => ListError::Failed(format!("HTTP {status}: {}", too_large(self.max_response_bytes))),
+            BodyError::Transport(e) => ListError::Failed(describe_transport_error(e)),
+        })?;
         match status.as_u16() {
             200 => serde_json::from_slice::<EventsResponse>(&bytes)
                 .map(|r| r.events)
-                .map_err(|e| ListError::Failed(format!("unreadable /events/list answer: {e}"))),
-            401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: error_message(&bytes) }),
-            _ => Err(ListError::Failed(format!("HTTP {status}: {}", error_message(&bytes)))),
+                .map_err(|e| ListError::Failed(format!("the /events/list answer {}", describe_json_error(&e)))),
+            401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: seam_error_text(&bytes) }),
+            _ => Err(ListError::Failed(format!("HTTP {status}: {}", seam_error_text(&bytes)))),
         }
     }
 }
@@ -220,31 +270,44 @@ fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>, acce
         // SEAM_API_URL, a proxy) says nothing about the code: retry, never delete.
         404 if is_seam_not_found(body) => FetchOutcome::Gone,
         404 => FetchOutcome::Transient {
-            reason: format!("HTTP 404 without Seam's not_found error (is SEAM_API_URL right?): {}", kept_body(body)),
+            reason: format!(
+                "HTTP 404 without Seam's not_found error (is SEAM_API_URL right?): {}",
+                seam_error_text(body)
+            ),
             retry_after: None,
             status: Some(404),
         },
-        401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: error_message(body) },
+        401 | 403 => FetchOutcome::KeyRejected { status: status.as_u16(), message: seam_error_text(body) },
         408 | 429 => {
             FetchOutcome::Transient { reason: format!("HTTP {status}"), retry_after, status: Some(status.as_u16()) }
         }
-        400..=499 => FetchOutcome::Rejected { status: status.as_u16(), body: kept_body(body) },
+        400..=499 => FetchOutcome::Rejected { status: status.as_u16(), message: seam_error_text(body) },
         _ => FetchOutcome::Transient {
-            reason: format!("HTTP {status}: {}", error_message(body)),
+            reason: format!("HTTP {status}: {}", seam_error_text(body)),
             retry_after,
             status: Some(status.as_u16()),
         },
     }
 }
 
+/// A 200's access code. Errors never quote the answer (serde's own text does: the
+/// value of a mistyped `code` is the PIN); the typed fields are read from the bytes
+/// again so that an error can say where it is.
 fn parse_found(body: &[u8], access_code_id: &str) -> Result<FetchOutcome, String> {
-    let response: GetResponse = serde_json::from_slice(body).map_err(|e| format!("unreadable 200 answer: {e}"))?;
-    let code: AccessCode = serde_json::from_value(response.access_code.clone())
-        .map_err(|e| format!("unreadable access_code in 200 answer: {e}"))?;
+    let response: GetResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable 200 answer: it {}", describe_json_error(&e)))?;
+    let code = serde_json::from_slice::<TypedGetResponse>(body)
+        .map_err(|e| format!("unreadable access_code in 200 answer: it {}", describe_json_error(&e)))?
+        .access_code;
     if code.access_code_id != access_code_id {
-        return Err(format!("answer is for another access code ({})", code.access_code_id));
+        return Err(format!("answer is for another access code ({})", bounded(&code.access_code_id, MAX_QUOTED_ID)));
     }
     Ok(FetchOutcome::Found(Box::new(FetchedCode { code, raw: response.access_code })))
+}
+
+#[derive(Deserialize)]
+struct TypedGetResponse {
+    access_code: AccessCode,
 }
 
 /// `{"error": {"type": "not_found" | "…_not_found", …}}`, as Seam answers for an
@@ -254,27 +317,6 @@ fn is_seam_not_found(body: &[u8]) -> bool {
         .ok()
         .and_then(|v| v.get("error")?.get("type")?.as_str().map(|t| t == "not_found" || t.ends_with("_not_found")))
         .unwrap_or(false)
-}
-
-/// Seam's `{"error": {"type", "message"}}`, or the start of whatever came instead.
-fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-            Some(format!("{kind}: {message}"))
-        })
-        .unwrap_or_else(|| kept_body(body))
-}
-
-fn kept_body(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    match text.char_indices().nth(MAX_KEPT_BODY) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.into_owned(),
-    }
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
@@ -353,12 +395,54 @@ mod tests {
             matches!(classify(StatusCode::TOO_MANY_REQUESTS, b"", wait, "a"), FetchOutcome::Transient { retry_after, .. } if retry_after == wait)
         );
         assert!(matches!(classify(StatusCode::BAD_GATEWAY, b"", none, "a"), FetchOutcome::Transient { .. }));
-        assert!(
-            matches!(classify(StatusCode::BAD_REQUEST, b"bad", none, "a"), FetchOutcome::Rejected { status: 400, body } if body == "bad")
-        );
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, br#"{"error":{"type":"invalid_input","message":"bad"}}"#, none, "a"),
+            FetchOutcome::Rejected { status: 400, message } if message == "invalid_input: bad"
+        ));
         assert!(matches!(classify(StatusCode::OK, b"{}", none, "a"), FetchOutcome::Transient { .. }));
         let other = br#"{"access_code":{"access_code_id":"other","status":"set"}}"#;
         assert!(matches!(classify(StatusCode::OK, other, none, "a"), FetchOutcome::Transient { .. }));
+    }
+
+    #[test]
+    fn no_outcome_quotes_a_pin_from_the_answer() {
+        let none = None;
+        let pin = "905531";
+        let outcomes = [
+            // A PIN sent as a number: serde's own error text would quote it.
+            classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","status":"set","code":905531}}"#, none, "a"),
+            classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","status":905531}}"#, none, "a"),
+            classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","code":"905531"#, none, "a"),
+            classify(StatusCode::OK, br#"{"access_code":905531}"#, none, "a"),
+            // Error answers that echo the code.
+            classify(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":{"type":"invalid_input","message":"code 905531 rejected","data":{"code":"905531"}},"ok":false}"#,
+                none,
+                "a",
+            ),
+            classify(StatusCode::UNPROCESSABLE_ENTITY, br#"{"access_code":{"code":"905531"}}"#, none, "a"),
+            classify(StatusCode::NOT_FOUND, b"<html>no route for code=905531</html>", none, "a"),
+            classify(StatusCode::FORBIDDEN, br#"{"error":{"type":"forbidden","message":"not for 905531"}}"#, none, "a"),
+            classify(StatusCode::INTERNAL_SERVER_ERROR, br#"{"code":"905531"}"#, none, "a"),
+        ];
+        for outcome in outcomes {
+            let text = format!("{outcome:?}");
+            assert!(!text.contains(pin), "{text}");
+            assert!(!matches!(outcome, FetchOutcome::Found(_)), "{text}");
+        }
+        let FetchOutcome::Transient { reason, .. } = classify(
+            StatusCode::OK,
+            br#"{"access_code":{"access_code_id":"a","status":"set","code":905531}}"#,
+            none,
+            "a",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "unreadable access_code in 200 answer: it has a field missing or of the wrong type (line 1, column 65)"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use serde_json::Value;
 /// Longest id we accept in an event; Seam ids are uuids (36 characters).
 const MAX_ID_BYTES: usize = 255;
 
-/// What replaces a PIN in anything stored, unless the user opted in to keeping PINs.
-pub const REDACTED: &str = "[redacted]";
+/// The one redaction of PINs, here too for the callers that know it by this path.
+pub use super::redact::{REDACTED, redact_pin};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeamEvent {
@@ -18,7 +18,8 @@ pub struct SeamEvent {
     pub device_id: Option<String>,
     pub workspace_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
-    /// The whole event as received, PIN redacted unless the user opted in.
+    /// The whole event as received, every PIN redacted (`redact_pin`: nested ones
+    /// too) unless the user opted in.
     pub payload: Value,
 }
 
@@ -166,15 +167,6 @@ impl SeamEvent {
     }
 }
 
-/// Replaces the PIN (`code`) at the top of an event or access-code object.
-pub fn redact_pin(object: &mut Value) {
-    if let Some(code) = object.get_mut("code")
-        && !code.is_null()
-    {
-        *code = Value::String(REDACTED.into());
-    }
-}
-
 fn holds_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
@@ -240,6 +232,31 @@ mod tests {
     fn keeps_the_pin_when_the_user_opted_in() {
         let parsed = SeamEvent::parse(&event(json!({})), true).unwrap();
         assert_eq!(parsed.payload["code"], "1234");
+    }
+
+    #[test]
+    fn nested_pins_are_redacted_in_the_stored_payload_unless_opted_in() {
+        let code_changed = json!({
+            "event_type": "access_code.code_changed", "from": {"code": "4821"}, "to": {"code": "9911"}
+        });
+        let changed = json!({
+            "event_type": "access_code.changed",
+            "changed_properties": [{"property": "code", "from": "4821", "to": "9911"}]
+        });
+        let mutations = json!({
+            "event_type": "access_code.mutations_requested",
+            "requested_mutations": [{"mutation_code": "updating_code", "from": {"code": "4821"}, "to": {"code": 9911}}]
+        });
+        for extra in [code_changed, changed, mutations] {
+            let body = event(extra);
+            let redacted = SeamEvent::parse(&body, false).unwrap().payload.to_string();
+            for pin in ["1234", "4821", "9911"] {
+                assert!(!redacted.contains(pin), "{pin} stored: {redacted}");
+            }
+            assert!(redacted.contains(r#""access_code_id":"ac_1""#), "{redacted}");
+            let kept = SeamEvent::parse(&body, true).unwrap().payload;
+            assert_eq!(kept, serde_json::from_slice::<Value>(&body).unwrap(), "store_pins = true keeps everything");
+        }
     }
 
     #[test]

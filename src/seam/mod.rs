@@ -1,9 +1,11 @@
 //! Everything about Seam itself: the webhook signature scheme (`signature`), the
-//! event shape (`event`) and the REST client with the classification of its answers
-//! (`client`). Nothing here touches Postgres or HTTP serving.
+//! event shape (`event`), the REST client with the classification of its answers
+//! (`client`) and keeping PINs out of what is stored and logged (`redact`). Nothing
+//! here touches Postgres or HTTP serving.
 
 pub mod client;
 pub mod event;
+pub mod redact;
 pub mod signature;
 
 use std::sync::{Arc, RwLock};

@@ -1,8 +1,9 @@
 //! Hostile and malformed requests against the running service, over real HTTP (and
 //! raw TCP for what an HTTP client will not send): every one gets a sane answer and
 //! writes nothing, except the rows whose odd ids are valid, which must store one
-//! event with the id exactly as sent. The service stays healthy throughout, with
-//! bounded memory.
+//! event with the id exactly as sent, and the rows hiding PINs where Seam nests
+//! them, which must store the event with none of those PINs. The service stays
+//! healthy throughout, with bounded memory.
 
 use std::time::{Duration, Instant};
 
@@ -41,8 +42,9 @@ enum Expect {
     /// This status and, for the endpoint's own answers, this error code; nothing written.
     Refused(StatusCode, Option<&'static str>),
     /// 200 "accepted", one event stored whose `access_code_id` (column and payload)
-    /// is exactly this, one re-fetch queued for it.
-    Stored(String),
+    /// is exactly this, one re-fetch queued for it; none of `pins` anywhere in the
+    /// stored payload.
+    Stored(String, Vec<&'static str>),
 }
 
 struct Case {
@@ -61,7 +63,17 @@ fn refused_early(name: &str, request: Request, status: StatusCode) -> Case {
 }
 
 fn stored(name: &str, request: Request, access_code_id: &str) -> Case {
-    Case { name: name.into(), request, expect: Expect::Stored(access_code_id.into()) }
+    Case { name: name.into(), request, expect: Expect::Stored(access_code_id.into(), Vec::new()) }
+}
+
+/// A valid event for `access_code_id` with `fields` on top, hiding `pins`: stored,
+/// with every one of them redacted (`store_pins` is off).
+fn stored_without_pins(name: &str, access_code_id: &str, fields: Value, pins: Vec<&'static str>) -> Case {
+    let mut body = access_code_event("access_code.changed", access_code_id, "2026-11-25T10:00:00Z");
+    body["code"] = Value::Null;
+    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    let request = signed_post(body.to_string().into_bytes());
+    Case { name: name.into(), request, expect: Expect::Stored(access_code_id.into(), pins) }
 }
 
 fn header(name: &str, value: impl AsRef<[u8]>) -> (HeaderName, HeaderValue) {
@@ -490,6 +502,74 @@ fn cases() -> Vec<Case> {
         "invalid_event",
     ));
 
+    // PINs where Seam nests them (and where it might), valid events: stored, none of
+    // the PINs kept. Each PIN is unique to its row.
+    cases.push(stored_without_pins(
+        "code_changed: PINs in from.code and to.code",
+        "ac_pin_code_changed",
+        json!({"event_type": "access_code.code_changed", "from": {"code": "40511"}, "to": {"code": "40512"}}),
+        vec!["40511", "40512"],
+    ));
+    cases.push(stored_without_pins(
+        "changed: a code property's from and to",
+        "ac_pin_changed",
+        json!({"changed_properties": [{"property": "code", "from": "40521", "to": "40522"}]}),
+        vec!["40521", "40522"],
+    ));
+    cases.push(stored_without_pins(
+        "changed: a code property whose values are objects",
+        "ac_pin_changed_objects",
+        json!({"changed_properties": [{"property": "code", "from": {"value": "40531"}, "to": ["40532"]}]}),
+        vec!["40531", "40532"],
+    ));
+    cases.push(stored_without_pins(
+        "mutations_requested: PINs in from and to, one a number",
+        "ac_pin_requested",
+        json!({"event_type": "access_code.mutations_requested", "requested_mutations": [
+            {"mutation_code": "updating_code", "from": {"code": "40541"}, "to": {"code": 40542}}
+        ]}),
+        vec!["40541", "40542"],
+    ));
+    cases.push(stored_without_pins(
+        "mutations_requested: updating_code with plain from and to",
+        "ac_pin_requested_plain",
+        json!({"event_type": "access_code.mutations_requested", "requested_mutations": [
+            {"mutation_code": "updating_code", "from": "40551", "to": "40552"}
+        ]}),
+        vec!["40551", "40552"],
+    ));
+    cases.push(stored_without_pins(
+        "the top-level PIN as a number",
+        "ac_pin_number",
+        json!({"event_type": "access_code.set_on_device", "code": 40561}),
+        vec!["40561"],
+    ));
+    cases.push(stored_without_pins(
+        "a future event type carrying a whole access code with pending mutations",
+        "ac_pin_future",
+        json!({"event_type": "access_code.invented_in_2027", "access_code": {
+            "access_code_id": "ac_pin_future", "code": "40571",
+            "pending_mutations": [{"mutation_code": "updating_code", "from": {"code": "40572"}, "to": {"code": "40573"}}]
+        }}),
+        vec!["40571", "40572", "40573"],
+    ));
+    cases.push(stored_without_pins(
+        "PINs in from and to deep inside an unknown field, and a backup code",
+        "ac_pin_deep",
+        json!({
+            "extra": {"history": [[{"from": {"code": "40581"}, "to": {"code": "40582"}}]]},
+            "backup_access_code": {"code": "40583"},
+            "codes": [{"access_code_id": "ac_other", "code": "40584"}]
+        }),
+        vec!["40581", "40582", "40583", "40584"],
+    ));
+    cases.push(refused(
+        "a NUL character inside a nested PIN",
+        signed_post(event_with_raw("from", "{\"code\":\"40\\u000091\"}")),
+        bad_request,
+        "invalid_event",
+    ));
+
     // Bodies over the limit, short bodies and slow bodies.
     cases.push(refused(
         "body over the limit, chunked (no Content-Length)",
@@ -700,7 +780,7 @@ async fn check(app: &TestApp, http: &reqwest::Client, pool: &PgPool, case: Case)
             }
             assert_eq!(written(pool).await, before, "{name} wrote something");
         }
-        Expect::Stored(access_code_id) => {
+        Expect::Stored(access_code_id, pins) => {
             assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.body);
             let body: Value = serde_json::from_str(&answer.body).unwrap();
             assert_eq!(body["status"], "accepted", "{name}");
@@ -721,6 +801,16 @@ async fn check(app: &TestApp, http: &reqwest::Client, pool: &PgPool, case: Case)
                     .await
                     .unwrap();
             assert_eq!(queued, 1, "{name}: one re-fetch queued for the id");
+            let payload: String = sqlx::query_scalar(
+                "SELECT payload::text FROM seam_events WHERE access_code_id = $1 ORDER BY received_at DESC LIMIT 1",
+            )
+            .bind(&access_code_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            for pin in pins {
+                assert!(!payload.contains(pin), "{name}: PIN {pin} stored: {payload}");
+            }
         }
     }
     if name.starts_with("slow body") {
@@ -745,9 +835,9 @@ async fn every_hostile_request_gets_a_sane_answer_and_writes_nothing_it_should_n
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), cases.len(), "each case has its own name");
-    assert!(cases.len() >= 30, "{} cases", cases.len());
+    assert!(cases.len() >= 60, "{} cases", cases.len());
     println!("{} hostile requests", cases.len());
-    let stored_rows = cases.iter().filter(|c| matches!(c.expect, Expect::Stored(_))).count() as i64;
+    let stored_rows = cases.iter().filter(|c| matches!(c.expect, Expect::Stored(..))).count() as i64;
 
     // A fresh connection per request: one the service closed after its answer is
     // never reused for the next row.

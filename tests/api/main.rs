@@ -4,6 +4,7 @@ mod abuse;
 mod helpers;
 mod limits;
 mod operations;
+mod pins;
 mod read_api;
 mod reconcile;
 mod signature;
