@@ -4,6 +4,7 @@ mod abuse;
 mod helpers;
 mod operations;
 mod read_api;
+mod read_api_inputs;
 mod reconcile;
 mod signature;
 mod webhook;
