@@ -564,6 +564,8 @@ fn access_code_id_parameter() -> Parameter {
         (status = 400, description = "A query parameter is invalid (named in `parameter`)", body = ApiErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ApiErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 431, description = "The request line and headers exceed `server.max_header_bytes` (16 KiB) \
+            or `server.max_headers` (64): refused before it is read, without a body"),
         (status = 503, description = "The database is failing, or the request took too long", body = ApiErrorBody),
     ),
     security(("bearer" = []))
@@ -642,6 +644,8 @@ fn hide_pin(mut view: AccessCodeView, store_pins: bool) -> AccessCodeView {
         (status = 401, description = "Missing or wrong bearer token", body = ApiErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "Not in the mirror", body = ApiErrorBody),
+        (status = 431, description = "The request line and headers exceed `server.max_header_bytes` (16 KiB) \
+            or `server.max_headers` (64): refused before it is read, without a body"),
         (status = 503, description = "The database is failing, or the request took too long", body = ApiErrorBody),
     ),
     security(("bearer" = []))
