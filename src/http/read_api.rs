@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -19,8 +19,11 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json as Jsonb;
 use sqlx::{Postgres, QueryBuilder};
 use subtle::ConstantTimeEq;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::openapi::{Object, Required};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
 
@@ -75,25 +78,77 @@ pub enum ApiError {
     BadParameter { parameter: String, message: String },
     #[error("no such access code")]
     NotFound,
+    /// Postgres refused a value of the request itself (SQLSTATE class 22, e.g. a
+    /// character the database's encoding cannot hold): the request's fault, not an
+    /// outage. The checks of each input should leave nothing for this to catch.
+    #[error("the database cannot hold a value of this request")]
+    Refused { parameter: Option<&'static str>, source: sqlx::Error },
     #[error("database unavailable")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        if crate::store::is_data_error(&error) {
+            ApiError::Refused { parameter: None, source: error }
+        } else {
+            ApiError::Database(error)
+        }
+    }
+}
+
+/// For a query whose only input is `parameter`: a data error names it.
+fn blaming(parameter: &'static str) -> impl Fn(sqlx::Error) -> ApiError {
+    move |error| match ApiError::from(error) {
+        ApiError::Refused { source, .. } => ApiError::Refused { parameter: Some(parameter), source },
+        other => other,
+    }
+}
+
+/// What every error answers: `{error, message, parameter?}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiErrorBody {
+    pub error: ErrorCode,
+    /// For people; may change.
+    pub message: String,
+    /// With `invalid_parameter`: the query or path parameter at fault, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub parameter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    InvalidParameter,
+    NotFound,
+    DatabaseUnavailable,
+    /// The request outlived `server.request_timeout_ms`.
+    RequestTimeout,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        let (status, error) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidParameter),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::Refused { source, .. } => {
+                tracing::warn!(error = %source, "read API: the database refused a value of the request; answering 400");
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidParameter)
+            }
             ApiError::Database(e) => {
                 tracing::error!(error = %e, "read API: database failed");
-                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::DatabaseUnavailable)
             }
         };
-        let mut body = json!({ "error": code, "message": self.to_string() });
-        if let ApiError::BadParameter { parameter, .. } = &self {
-            body["parameter"] = json!(parameter);
-        }
+        let parameter = match &self {
+            ApiError::BadParameter { parameter, .. } => Some(parameter.clone()),
+            ApiError::Refused { parameter, .. } => parameter.map(str::to_owned),
+            _ => None,
+        };
+        let body = ApiErrorBody { error, message: self.to_string(), parameter };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -187,54 +242,331 @@ pub struct AccessCodeDetail {
     pub recent_events: Vec<EventSummary>,
 }
 
-/// Filters for `GET /v1/access_codes`; all optional, combined with AND.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+/// Filters for `GET /v1/access_codes`; all optional, combined with AND. Kept as
+/// text: each is checked by its rule below, which names it when it is wrong.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only codes with this status (`setting`, `set`, `unset`, `removing`, `unknown`).
     pub status: Option<String>,
     pub device_id: Option<String>,
-    /// `true`: only codes with errors; `false`: only codes without.
     pub has_errors: Option<String>,
-    /// `true`: only codes with warnings; `false`: only codes without.
     pub has_warnings: Option<String>,
-    /// `true`: only deleted codes; `false`: only codes that still exist.
     pub deleted: Option<String>,
-    /// RFC 3339 time: only codes whose row changed at or after it.
     pub updated_since: Option<String>,
-    /// Page size, 1 to `api.max_page_size` (default 100).
     pub limit: Option<String>,
-    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-fn parse_bool(parameter: &str, value: Option<&String>) -> Result<Option<bool>, ApiError> {
-    value
-        .map(|v| match v.as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(bad(parameter, "expected `true` or `false`")),
-        })
-        .transpose()
+// What the read API accepts. Each input has one rule, here as a check for the
+// handlers and as a JSON Schema for the OpenAPI document, side by side: every value
+// the schema allows passes the check, every value it forbids answers 400 naming the
+// input, and nothing Postgres cannot store (NUL above all) reaches the database.
+// `scripts/schemathesis` holds the two to each other.
+
+/// Longest id (path `access_code_id`, `device_id`), in characters. The webhook
+/// stores ids of at most 255 bytes, so a longer one cannot match.
+pub const ID_MAX_CHARS: usize = 255;
+
+/// Anything but NUL, which Postgres cannot store in text.
+const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
+
+/// The statuses Seam gives access codes (the `status` filter).
+pub const STATUSES: [&str; 5] = ["setting", "set", "unset", "removing", "unknown"];
+
+/// Page size without `limit` (or `api.max_page_size` when that is smaller).
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// Longest cursor: that of an id of `ID_MAX_CHARS` characters of 4 bytes each.
+pub const CURSOR_MAX_CHARS: usize = (ID_MAX_CHARS * 4 * 4).div_ceil(3);
+
+/// An id: 1 to `ID_MAX_CHARS` characters (counted as JSON Schema counts them,
+/// in code points), no NUL.
+fn id_input<'a>(parameter: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if value.contains('\0') {
+        return Err(bad(parameter, "must not contain a NUL character"));
+    }
+    let length = value.chars().count();
+    if length == 0 || length > ID_MAX_CHARS {
+        return Err(bad(parameter, format!("expected 1 to {ID_MAX_CHARS} characters")));
+    }
+    Ok(value)
 }
 
-fn parse_text<'a>(parameter: &str, value: Option<&'a String>, max: usize) -> Result<Option<&'a str>, ApiError> {
+fn id_schema(description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(ID_MAX_CHARS))
+        .pattern(Some(NO_NUL_PATTERN))
+        .description(Some(description))
+        .build()
+}
+
+fn status_input(value: &str) -> Result<&str, ApiError> {
+    STATUSES
+        .contains(&value)
+        .then_some(value)
+        .ok_or_else(|| bad("status", format!("expected one of {}", STATUSES.join(", "))))
+}
+
+fn status_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(STATUSES))
+        .description(Some("Only codes with this status."))
+        .build()
+}
+
+/// `true` or `false`, as JSON writes them.
+fn bool_input(parameter: &str, value: &str) -> Result<bool, ApiError> {
     match value {
-        Some(v) if v.is_empty() || v.len() > max => Err(bad(parameter, format!("expected 1 to {max} characters"))),
-        other => Ok(other.map(String::as_str)),
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(parameter, "expected `true` or `false`")),
     }
 }
 
+fn bool_schema(description: &str) -> Object {
+    ObjectBuilder::new().schema_type(Type::Boolean).description(Some(description)).build()
+}
+
+/// A decimal integer from 1 to `max`, written plainly: no sign, no leading zero.
+fn limit_input(value: &str, max: u32) -> Result<u32, ApiError> {
+    let plain = !value.is_empty() && !value.starts_with('0') && value.bytes().all(|b| b.is_ascii_digit());
+    plain
+        .then(|| value.parse::<u32>().ok())
+        .flatten()
+        .filter(|limit| (1..=max).contains(limit))
+        .ok_or_else(|| bad("limit", format!("expected an integer from 1 to {max}")))
+}
+
+fn limit_schema(max: u32) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .minimum(Some(1))
+        .maximum(Some(max))
+        .default(Some(json!(DEFAULT_PAGE_SIZE.min(max))))
+        .description(Some(format!("Page size, 1 to {max} (`api.max_page_size`).")))
+        .build()
+}
+
+/// An RFC 3339 `date-time` (section 5.6), as JSON Schema's `format: date-time`
+/// reads it: `T` or `t`, `Z` or `z` or a `±hh:mm` offset, any number of fraction
+/// digits, a real date and time, and second 60 only at 23:59 UTC (a leap second).
+fn time_input(parameter: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    let wrong = || bad(parameter, "expected an RFC 3339 time like 2026-11-25T10:00:00Z");
+    if !has_rfc3339_form(value) {
+        return Err(wrong());
+    }
+    let time = DateTime::parse_from_rfc3339(value).map_err(|_| wrong())?.with_timezone(&Utc);
+    let leap_second = value.get(17..19) == Some("60");
+    if leap_second {
+        use chrono::Timelike;
+        if (time.hour(), time.minute()) != (23, 59) {
+            return Err(wrong());
+        }
+    }
+    Ok(time)
+}
+
+/// The shape of RFC 3339's `date-time`, digits where digits go; chrono checks the
+/// ranges (it also accepts shapes RFC 3339 does not, such as a space for `T`).
+fn has_rfc3339_form(value: &str) -> bool {
+    let b = value.as_bytes();
+    let digits = |at: usize, count: usize| b.get(at..at + count).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
+    let date_and_time = digits(0, 4)
+        && at(4, b"-")
+        && digits(5, 2)
+        && at(7, b"-")
+        && digits(8, 2)
+        && at(10, b"Tt")
+        && digits(11, 2)
+        && at(13, b":")
+        && digits(14, 2)
+        && at(16, b":")
+        && digits(17, 2);
+    if !date_and_time {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let count = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if count == 0 {
+            return false;
+        }
+        rest = &fraction[count..];
+    }
+    match rest {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', offset @ ..] => {
+            offset.len() == 5 && offset[2] == b':' && [0, 1, 3, 4].iter().all(|&i| offset[i].is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+fn time_schema(description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .description(Some(description))
+        .build()
+}
+
+/// A cursor is the unpadded base64url (RFC 4648 §5) of the last id of a page. The
+/// id after it is taken as it decodes: bytes that are not UTF-8 become U+FFFD (an
+/// odd cursor is just a position), but a NUL byte, which Postgres cannot store, is
+/// refused, as are a non-canonical last digit and anything over `CURSOR_MAX_CHARS`.
+fn cursor_input(value: &str) -> Result<String, ApiError> {
+    let wrong = |why: &str| bad("cursor", format!("not a cursor this API returned: {why}"));
+    if value.len() > CURSOR_MAX_CHARS {
+        return Err(wrong("too long"));
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| wrong("not unpadded base64url"))?;
+    if bytes.is_empty() {
+        return Err(wrong("empty"));
+    }
+    if bytes.contains(&0) {
+        return Err(wrong("it holds a NUL character"));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn encode_cursor(access_code_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(access_code_id)
+}
+
+fn cursor_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(2))
+        .max_length(Some(CURSOR_MAX_CHARS))
+        .pattern(Some(cursor_pattern()))
+        .description(Some("`next_cursor` of the previous page: unpadded base64url of 1 or more bytes, none of them 0."))
+        .build()
+}
+
+/// The base64url digits, in the order of their values.
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The regular expression of exactly the strings `cursor_input` decodes, length
+/// aside: groups of 4 digits (3 bytes), then 2 digits (1 byte) or 3 (2 bytes) or
+/// none; in each, no byte is 0, and the bits past the last byte are 0 (canonical).
+fn cursor_pattern() -> String {
+    format!("^(?:{})*(?:{}|{})?$", cursor_digits(0, 4, false), cursor_digits(0, 2, false), cursor_digits(0, 3, false))
+}
+
+/// The digits `at..count` of a group of `count` digits. Digit `i` gives its high
+/// bits (`>> HIGH_SHIFT[i]`) to byte `i - 1` and its low bits (`& LOW_MASK[i]`) to
+/// byte `i`; a byte is 0 when both halves are, so a digit after one whose low bits
+/// are 0 needs high bits that are not.
+fn cursor_digits(at: usize, count: usize, previous_low_zero: bool) -> String {
+    const HIGH_SHIFT: [u8; 4] = [6, 4, 2, 0];
+    const LOW_MASK: [u8; 4] = [63, 15, 3, 0];
+    let last = at + 1 == count;
+    let mut branches = Vec::new();
+    for low_zero in [true, false] {
+        // The last digit's low bits belong to no byte: they must be 0.
+        if last && !low_zero {
+            continue;
+        }
+        let class = base64url_class(|value| {
+            (!previous_low_zero || value >> HIGH_SHIFT[at] != 0) && (value & LOW_MASK[at] == 0) == low_zero
+        });
+        if let Some(class) = class {
+            let rest = if last { String::new() } else { cursor_digits(at + 1, count, low_zero) };
+            branches.push(format!("{class}{rest}"));
+        }
+    }
+    match branches.as_slice() {
+        [one] => one.clone(),
+        _ => format!("(?:{})", branches.join("|")),
+    }
+}
+
+/// A character class of the base64url digits whose value passes `keep`, with runs
+/// written as ranges (or the digit itself when only one does); None when none does.
+fn base64url_class(keep: impl Fn(u8) -> bool) -> Option<String> {
+    let mut digits: Vec<u8> =
+        (0..64u8).filter(|&value| keep(value)).map(|value| BASE64URL[usize::from(value)]).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    if let [digit] = digits[..] {
+        return Some(char::from(digit).to_string());
+    }
+    digits.sort_unstable();
+    // `-` last, where it stands for itself.
+    let dash = digits.contains(&b'-');
+    digits.retain(|&d| d != b'-');
+    let mut class = String::from("[");
+    let mut i = 0;
+    while i < digits.len() {
+        let mut j = i;
+        while j + 1 < digits.len() && digits[j + 1] == digits[j] + 1 {
+            j += 1;
+        }
+        if j >= i + 2 {
+            class.push_str(&format!("{}-{}", char::from(digits[i]), char::from(digits[j])));
+        } else {
+            class.extend(digits[i..=j].iter().map(|&d| char::from(d)));
+        }
+        i = j + 1;
+    }
+    if dash {
+        class.push('-');
+    }
+    class.push(']');
+    Some(class)
+}
+
+fn query_parameter(name: &str, schema: Object) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .schema(Some(schema))
+        .build()
+}
+
+/// The query parameters of `GET /v1/access_codes`, as `ListQuery`'s checks take them.
+fn list_parameters(max_page_size: u32) -> Vec<Parameter> {
+    vec![
+        query_parameter("status", status_schema()),
+        query_parameter("device_id", id_schema("Only codes of this device.")),
+        query_parameter("has_errors", bool_schema("`true`: only codes with errors; `false`: only codes without.")),
+        query_parameter("has_warnings", bool_schema("`true`: only codes with warnings; `false`: only codes without.")),
+        query_parameter("deleted", bool_schema("`true`: only deleted codes; `false`: only codes that still exist.")),
+        query_parameter("updated_since", time_schema("Only codes whose row changed at or after this time.")),
+        query_parameter("limit", limit_schema(max_page_size)),
+        query_parameter("cursor", cursor_schema()),
+    ]
+}
+
+fn access_code_id_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("access_code_id")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(id_schema("Seam's access code id.")))
+        .build()
+}
+
 /// List mirrored access codes, filtered, in pages ordered by `access_code_id`.
+// Parameters: `list_parameters`, set by `document` (`limit` follows the configuration).
 #[utoipa::path(
     get,
     path = "/v1/access_codes",
-    params(ListQuery),
     responses(
         (status = 200, description = "A page of access codes", body = AccessCodePage),
-        (status = 400, description = "A query parameter is invalid (named in `parameter`)"),
-        (status = 401, description = "Missing or wrong bearer token"),
+        (status = 400, description = "A query parameter is invalid (named in `parameter`)", body = ApiErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 431, description = "The request line and headers exceed `server.max_header_bytes` (16 KiB) \
+            or `server.max_headers` (64): refused before it is read, without a body"),
+        (status = 503, description = "The database is failing, or the request took too long", body = ApiErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -244,40 +576,14 @@ pub async fn list_access_codes(
 ) -> Result<Json<AccessCodePage>, ApiError> {
     let Query(query) = query.map_err(|e| bad(&rejected_parameter(&e.body_text()), e.body_text()))?;
     let max = state.settings.api.max_page_size;
-    let limit = match &query.limit {
-        None => 100.min(max),
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=max).contains(l))
-            .ok_or_else(|| bad("limit", format!("expected a number from 1 to {max}")))?,
-    };
-    let after = query
-        .cursor
-        .as_ref()
-        .map(|c| {
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| bad("cursor", "not a cursor this API returned"))
-        })
-        .transpose()?;
-    let updated_since = query
-        .updated_since
-        .as_ref()
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| bad("updated_since", "expected an RFC 3339 time like 2026-11-25T10:00:00Z"))
-        })
-        .transpose()?;
-    let status = parse_text("status", query.status.as_ref(), 32)?;
-    let device_id = parse_text("device_id", query.device_id.as_ref(), 255)?;
-    let has_errors = parse_bool("has_errors", query.has_errors.as_ref())?;
-    let has_warnings = parse_bool("has_warnings", query.has_warnings.as_ref())?;
-    let deleted = parse_bool("deleted", query.deleted.as_ref())?;
+    let limit = query.limit.as_deref().map(|v| limit_input(v, max)).transpose()?.unwrap_or(DEFAULT_PAGE_SIZE.min(max));
+    let after = query.cursor.as_deref().map(cursor_input).transpose()?;
+    let updated_since = query.updated_since.as_deref().map(|v| time_input("updated_since", v)).transpose()?;
+    let status = query.status.as_deref().map(status_input).transpose()?;
+    let device_id = query.device_id.as_deref().map(|v| id_input("device_id", v)).transpose()?;
+    let has_errors = query.has_errors.as_deref().map(|v| bool_input("has_errors", v)).transpose()?;
+    let has_warnings = query.has_warnings.as_deref().map(|v| bool_input("has_warnings", v)).transpose()?;
+    let deleted = query.deleted.as_deref().map(|v| bool_input("deleted", v)).transpose()?;
 
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("SELECT {VIEW_COLUMNS} FROM access_codes WHERE true"));
@@ -306,7 +612,7 @@ pub async fn list_access_codes(
     let mut rows: Vec<AccessCodeView> = sql.build_query_as().fetch_all(&state.pool).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|last| URL_SAFE_NO_PAD.encode(&last.access_code_id))
+        rows.last().map(|last| encode_cursor(&last.access_code_id))
     } else {
         None
     };
@@ -328,21 +634,28 @@ fn hide_pin(mut view: AccessCodeView, store_pins: bool) -> AccessCodeView {
 }
 
 /// One access code with its history and recent events.
+// Parameters: `access_code_id_parameter`, set by `document`.
 #[utoipa::path(
     get,
     path = "/v1/access_codes/{access_code_id}",
-    params(("access_code_id" = String, Path, description = "Seam's access code id")),
     responses(
         (status = 200, description = "The access code", body = AccessCodeDetail),
-        (status = 401, description = "Missing or wrong bearer token"),
-        (status = 404, description = "Not in the mirror"),
+        (status = 400, description = "The id is invalid (`parameter`: `access_code_id`)", body = ApiErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "Not in the mirror", body = ApiErrorBody),
+        (status = 431, description = "The request line and headers exceed `server.max_header_bytes` (16 KiB) \
+            or `server.max_headers` (64): refused before it is read, without a body"),
+        (status = 503, description = "The database is failing, or the request took too long", body = ApiErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn get_access_code(
     State(state): State<AppState>,
-    Path(access_code_id): Path<String>,
+    access_code_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccessCodeDetail>, ApiError> {
+    let Path(access_code_id) = access_code_id.map_err(|e| bad("access_code_id", e.body_text()))?;
+    let access_code_id = id_input("access_code_id", &access_code_id)?;
     let view = sqlx::query_as!(
         AccessCodeView,
         r#"SELECT access_code_id, device_id, workspace_id, name, type AS kind, status, is_managed, starts_at,
@@ -352,7 +665,8 @@ pub async fn get_access_code(
         access_code_id,
     )
     .fetch_optional(&state.pool)
-    .await?;
+    .await
+    .map_err(blaming("access_code_id"))?;
     let view = view.ok_or(ApiError::NotFound)?;
     let history = sqlx::query_as!(
         HistoryEntry,
@@ -362,7 +676,8 @@ pub async fn get_access_code(
         access_code_id,
     )
     .fetch_all(&state.pool)
-    .await?;
+    .await
+    .map_err(blaming("access_code_id"))?;
     let recent_events = sqlx::query_as!(
         EventSummary,
         "SELECT event_id, event_type, occurred_at, received_at FROM seam_events
@@ -370,7 +685,8 @@ pub async fn get_access_code(
         access_code_id,
     )
     .fetch_all(&state.pool)
-    .await?;
+    .await
+    .map_err(blaming("access_code_id"))?;
     Ok(Json(AccessCodeDetail { access_code: hide_pin(view, state.settings.store_pins), history, recent_events }))
 }
 
@@ -378,7 +694,15 @@ pub async fn get_access_code(
 #[openapi(
     info(title = "seam-access-sync read API", description = "The mirror of Seam access codes kept by seam-access-sync."),
     paths(list_access_codes, get_access_code),
-    components(schemas(AccessCodeView, AccessCodePage, AccessCodeDetail, HistoryEntry, EventSummary)),
+    components(schemas(
+        AccessCodeView,
+        AccessCodePage,
+        AccessCodeDetail,
+        HistoryEntry,
+        EventSummary,
+        ApiErrorBody,
+        ErrorCode
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -395,7 +719,111 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI document of a service whose largest page is `max_page_size`.
+pub fn document(max_page_size: u32) -> utoipa::openapi::OpenApi {
+    let mut openapi = ApiDoc::openapi();
+    let operations = [
+        ("/v1/access_codes", list_parameters(max_page_size)),
+        ("/v1/access_codes/{access_code_id}", vec![access_code_id_parameter()]),
+    ];
+    for (path, parameters) in operations {
+        let operation = openapi.paths.paths.get_mut(path).and_then(|item| item.get.as_mut());
+        operation.expect("the read API's operations are documented").parameters = Some(parameters);
+    }
+    openapi
+}
+
 /// `GET /v1/openapi.json`
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(document(state.settings.api.max_page_size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What JSON Schema's `format: date-time` says of each (as the validator
+    /// schemathesis uses, jsonschema-rs, answers): the check must say the same.
+    #[test]
+    fn times_are_accepted_exactly_as_format_date_time_accepts_them() {
+        let cases = [
+            ("2026-11-25T10:00:00Z", true),
+            ("2026-11-25t10:00:00z", true),
+            ("2026-11-25T10:00:00.123456789123Z", true),
+            ("2026-11-25T10:00:00+23:59", true),
+            ("2026-11-25T10:00:00-00:00", true),
+            ("0000-01-01T00:00:00Z", true),
+            ("0001-01-01T00:00:00+23:59", true),
+            ("9999-12-31T23:59:59-23:59", true),
+            ("2024-02-29T00:00:00Z", true),
+            ("2026-11-25T23:59:60Z", true),
+            ("2026-11-25T22:59:60-01:00", true),
+            ("2026-11-25 10:00:00Z", false),
+            ("2026-11-25T10:00:00", false),
+            ("2026-11-25T10:00Z", false),
+            ("2026-11-25T10:00:60Z", false),
+            ("2026-11-25T09:59:60-00:01", false),
+            ("2026-11-25T24:00:00Z", false),
+            ("2026-02-29T00:00:00Z", false),
+            ("2026-11-25T10:00:00.Z", false),
+            ("2026-11-25T10:00:00+24:00", false),
+            ("2026-11-25T10:00:00+01:60", false),
+            ("2026-11-25T10:00:00+0100", false),
+            ("2026-11-25T10:00:00+01", false),
+            ("+2026-11-25T10:00:00Z", false),
+            ("2026-1-25T10:00:00Z", false),
+            ("2026-11-25T10:00:00,5Z", false),
+            ("2026-11-25T10:00:00Z ", false),
+            ("\u{ff12}026-11-25T10:00:00Z", false),
+            ("2026-11-25T10:00:00\0Z", false),
+            ("", false),
+        ];
+        for (value, valid) in cases {
+            assert_eq!(time_input("t", value).is_ok(), valid, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_plain_integers_within_the_bounds() {
+        for (value, expected) in [("1", Some(1)), ("50", Some(50)), ("51", None), ("0", None), ("01", None)] {
+            assert_eq!(limit_input(value, 50).ok(), expected, "{value}");
+        }
+        for value in ["", "+5", "-1", " 5", "5 ", "1e1", "1.0", "99999999999999999999", "\u{0665}"] {
+            assert!(limit_input(value, u32::MAX).is_err(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_is_the_canonical_base64url_of_an_id_without_nul() {
+        for id in ["ac_a", "é", "😀", "x"] {
+            assert_eq!(cursor_input(&encode_cursor(id)).unwrap(), id);
+        }
+        assert_eq!(cursor_input("_w").unwrap(), "\u{fffd}", "not UTF-8: a position all the same");
+        let longest = encode_cursor(&"😀".repeat(ID_MAX_CHARS));
+        assert_eq!(longest.len(), CURSOR_MAX_CHARS);
+        assert!(cursor_input(&longest).is_ok());
+        for value in ["", "A", "AA", "AAE", "QUFBAA", "QR", "QQ==", "QQ=", "Q+", "Q/", "%%%", &format!("{longest}QQ")] {
+            assert!(cursor_input(value).is_err(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_1_to_255_characters_without_nul() {
+        assert!(id_input("id", &"é".repeat(ID_MAX_CHARS)).is_ok(), "characters, not bytes");
+        assert!(id_input("id", " ").is_ok());
+        assert!(id_input("id", "\u{1}").is_ok());
+        for value in [String::new(), "a\0b".into(), "x".repeat(ID_MAX_CHARS + 1)] {
+            assert!(id_input("id", &value).is_err(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_cursor_pattern_is_built_from_classes_of_base64url_digits() {
+        assert_eq!(base64url_class(|v| v == 0).as_deref(), Some("A"));
+        assert_eq!(base64url_class(|v| v % 16 == 0 && v != 0).as_deref(), Some("[Qgw]"));
+        assert_eq!(base64url_class(|v| v >= 62).as_deref(), Some("[_-]"));
+        assert_eq!(base64url_class(|_| false), None);
+        // 1 byte: two digits, the second one's low 4 bits 0, not both 0 ("AA" is a NUL).
+        assert_eq!(cursor_digits(0, 2, false), "(?:A[Qgw]|[0-9B-Z_a-z-][AQgw])");
+    }
 }

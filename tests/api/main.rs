@@ -6,6 +6,7 @@ mod limits;
 mod operations;
 mod pins;
 mod read_api;
+mod read_api_inputs;
 mod reconcile;
 mod signature;
 mod supervision;
