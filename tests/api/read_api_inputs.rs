@@ -10,7 +10,7 @@ use sqlx::{Connection, PgPool};
 
 use crate::helpers::*;
 
-const TOKEN: &str = "read-token-1";
+const TOKEN: &str = "read-token-1-0123456789abcdef0123456789";
 
 async fn api_app(pool: &PgPool, extra: &str) -> TestApp {
     let tokens = format!("[api]\ntokens = \"{TOKEN}\"");
