@@ -690,6 +690,35 @@ fn cases() -> Vec<Case> {
         request(Method::POST, "/healthz", good_headers(), good.clone()),
         StatusCode::METHOD_NOT_ALLOWED,
     ));
+
+    // Issue 12: the open port beyond the webhook.
+    let invented = Method::from_bytes(format!("M{}", "X".repeat(999)).as_bytes()).unwrap();
+    for path in ["/healthz", "/metrics", "/webhooks/seam"] {
+        cases.push(refused_early(
+            &format!("a 1,000-byte invented method on {path}"),
+            request(invented.clone(), path, good_headers(), good.clone()),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ));
+    }
+    let bearer = || vec![header("authorization", format!("Bearer {API_TOKEN_FOR_ABUSE}"))];
+    let bad_parameter = StatusCode::BAD_REQUEST;
+    for (name, path) in [
+        ("NUL in device_id", "/v1/access_codes?device_id=%00"),
+        ("NUL in status", "/v1/access_codes?status=set%00"),
+        ("a cursor decoding to NUL", "/v1/access_codes?cursor=AA"),
+        ("NUL in the path id", "/v1/access_codes/%00"),
+        ("an empty limit", "/v1/access_codes?limit="),
+        ("an empty boolean", "/v1/access_codes?has_errors="),
+        ("a limit past the page size", "/v1/access_codes?limit=1000001"),
+    ] {
+        cases.push(refused(name, request(Method::GET, path, bearer(), vec![]), bad_parameter, "invalid_parameter"));
+    }
+    cases.push(refused(
+        "the read API with a wrong token",
+        request(Method::GET, "/v1/access_codes", vec![header("authorization", "bearer wrong")], vec![]),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    ));
     cases
 }
 
@@ -823,8 +852,14 @@ async fn check(app: &TestApp, http: &reqwest::Client, pool: &PgPool, case: Case)
     }
 }
 
+/// The read API's token in the abuse table's service.
+const API_TOKEN_FOR_ABUSE: &str = "abuse-table-token-0123456789abcdef";
+
 fn app_settings() -> seam_access_sync::config::Settings {
-    settings_with("http://127.0.0.1:9", &[&format!("[server]\nbody_read_timeout_ms = {BODY_TIMEOUT_MS}")])
+    settings_with(
+        "http://127.0.0.1:9",
+        &[&format!("[server]\nbody_read_timeout_ms = {BODY_TIMEOUT_MS}\n[api]\ntokens = \"{API_TOKEN_FOR_ABUSE}\"")],
+    )
 }
 
 #[sqlx::test]

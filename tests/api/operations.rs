@@ -91,6 +91,15 @@ async fn metrics_count_deliveries_and_seam_calls(pool: PgPool) {
         }
     })
     .await;
+    // The worker records its metrics just after its commit: wait for that too.
+    eventually("the worker's metrics after its commit", || async {
+        let text = scrape(&app).await;
+        match sample(&text, r#"seam_access_sync_mirror_writes_total{outcome="created"}"#) {
+            n if n >= 1.0 => Ok(()),
+            n => Err(format!("mirror_writes_total{{outcome=\"created\"}} = {n}")),
+        }
+    })
+    .await;
 
     let after = scrape(&app).await;
     assert_eq!(sample(&after, r#"seam_access_sync_webhook_deliveries_total{outcome="accepted"}"#), 1.0);
