@@ -593,6 +593,9 @@ pub async fn open_port(ctx: &mut Ctx) -> anyhow::Result<()> {
         ("APP_SERVER__RUN_MODE", "server"),
         ("APP_SERVER__HEADER_READ_TIMEOUT_MS", "10000"),
         ("APP_SERVER__SHUTDOWN_DEADLINE_MS", "20000"),
+        // Room above the 1,000 slow connections plus the senders' own: at the cap new
+        // connections queue (tests/api/limits.rs), which would time the queue here.
+        ("APP_SERVER__MAX_CONNECTIONS", "4096"),
     ]))
     .await?;
     let (port, pid) = (service.port, service.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?);
@@ -630,7 +633,10 @@ pub async fn open_port(ctx: &mut Ctx) -> anyhow::Result<()> {
         closed_in.push(task.await??);
     }
     let still_open = closed_in.iter().filter(|c| c.is_none()).count();
-    let slowest = closed_in.iter().flatten().max().copied().unwrap_or_default();
+    let mut times: Vec<Duration> = closed_in.iter().flatten().copied().collect();
+    times.sort();
+    let slowest = times.last().copied().unwrap_or_default();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
     let (rss_after, rss_peak) = memory_of(pid);
 
     // SIGTERM with connections open (dribbling again).
@@ -652,7 +658,10 @@ pub async fn open_port(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.figure(format!("{METHODS} invented methods answered 405"), refused);
     ctx.figure("/metrics size after them", format!("{} bytes", metrics.len()));
     ctx.figure("valid webhook during the attack", webhook);
-    ctx.figure(format!("{SLOW} dribbling connections closed, slowest after"), secs(slowest));
+    ctx.figure(
+        format!("{SLOW} dribbling connections closed after (median, slowest)"),
+        format!("{}, {}", secs(median), secs(slowest)),
+    );
     ctx.figure("SIGTERM with 200 connections open → exit", secs(stopped_in));
     ctx.check(rss_peak <= 64 * 1024 * 1024, format!("peak RSS {} over 64 MiB", mib(rss_peak)));
     ctx.check(metrics.len() < 100 * 1024, format!("/metrics is {} bytes", metrics.len()));
