@@ -2,11 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::read_api::bearer_token;
 use crate::store;
 
 pub async fn healthz() -> Json<Value> {
@@ -16,10 +15,7 @@ pub async fn healthz() -> Json<Value> {
 /// Which check failed is public; the underlying error text (database and Seam
 /// messages) only for a caller presenting a read-API token.
 pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
-    let detailed = state.api_tokens.as_ref().is_some_and(|tokens| {
-        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
-        presented.is_some_and(|token| tokens.accepts(token))
-    });
+    let detailed = state.api_tokens.as_ref().is_some_and(|tokens| tokens.authorize(&headers));
     let detail = |reason: &str, error: String| if detailed { format!("{reason}: {error}") } else { reason.to_owned() };
     let database = match store::pending_migrations(&state.pool).await {
         Ok(0) => json!({ "ok": true }),

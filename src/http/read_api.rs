@@ -43,7 +43,13 @@ impl ApiTokens {
         (!tokens.is_empty()).then(|| ApiTokens(Arc::new(tokens.iter().map(|t| digest(t)).collect())))
     }
 
-    pub fn accepts(&self, candidate: &str) -> bool {
+    /// Whether `headers` carry `Authorization: Bearer <one of the tokens>`.
+    pub fn authorize(&self, headers: &axum::http::HeaderMap) -> bool {
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
+        presented.is_some_and(|token| self.accepts(token))
+    }
+
+    fn accepts(&self, candidate: &str) -> bool {
         let candidate = digest(candidate);
         // Every token is compared, so timing tells nothing about which one matched.
         self.0.iter().fold(subtle::Choice::from(0), |found, token| found | token.ct_eq(&candidate)).into()
@@ -56,16 +62,12 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// Rejects requests without a configured bearer token.
 pub async fn require_token(State(tokens): State<ApiTokens>, request: Request, next: Next) -> Response {
-    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
-    match presented {
-        Some(token) if tokens.accepts(token) => next.run(request).await,
-        _ => ApiError::Unauthorized.into_response(),
-    }
+    if tokens.authorize(request.headers()) { next.run(request).await } else { ApiError::Unauthorized.into_response() }
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is
 /// case-insensitive (RFC 9110 §11.1).
-pub fn bearer_token(value: &str) -> Option<&str> {
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
