@@ -103,12 +103,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
-        .unwrap_or(0)
+/// Resident and peak memory of `pid` in KiB (0 once it is gone).
+fn memory_kib(pid: u32) -> test_kit::process::Memory {
+    let bytes = test_kit::process::memory(pid).unwrap_or_default();
+    test_kit::process::Memory { resident: bytes.resident / 1024, peak: bytes.peak / 1024 }
 }
 
 async fn wait_until_quiet(pool: &PgPool) {
@@ -231,7 +229,7 @@ async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
     let pid = service.pid().expect("the service runs");
     let webhook = service.webhook();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = rss_kib(pid, "VmRSS:");
+    let idle_rss = memory_kib(pid).resident;
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let codes = 1000;
     let per_run = if quick { 2000 } else { 10_000 };
@@ -315,8 +313,8 @@ async fn run(db_url: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
     });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let peak = rss_kib(pid, "VmHWM:");
-    let idle_after = rss_kib(pid, "VmRSS:");
+    let peak = memory_kib(pid).peak;
+    let idle_after = memory_kib(pid).resident;
     rows.push(Row {
         figure: "RSS: peak under load / idle (after start; after load)".into(),
         value: format!(

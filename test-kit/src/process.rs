@@ -214,3 +214,20 @@ impl Sink {
         }
     }
 }
+
+/// A process's memory as `/proc/<pid>/status` reports it, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub resident: u64,
+    /// `VmHWM`: the most it was ever resident.
+    pub peak: u64,
+}
+
+/// The memory of process `pid`; None when its status cannot be read (it is gone).
+pub fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse::<u64>().ok());
+    Some(Memory { resident: field("VmRSS:")? * 1024, peak: field("VmHWM:")? * 1024 })
+}

@@ -893,9 +893,7 @@ async fn every_hostile_request_gets_a_sane_answer_and_writes_nothing_it_should_n
 
 /// Resident memory of this process (the service runs in it), in bytes.
 fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    test_kit::process::memory(std::process::id()).expect("VmRSS of this process").resident
 }
 
 #[sqlx::test]

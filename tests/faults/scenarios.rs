@@ -543,17 +543,9 @@ pub async fn graceful_shutdown(ctx: &mut Ctx) -> anyhow::Result<()> {
     check::settle(ctx, &records, &mut [&mut service], false).await
 }
 
-/// Resident and peak memory of a process, in bytes (`VmRSS`, `VmHWM`).
+/// Resident and peak memory of a process, in bytes (0 once it is gone).
 fn memory_of(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    test_kit::process::memory(pid).map_or((0, 0), |m| (m.resident, m.peak))
 }
 
 /// A connection that sends a request head one byte a second and never finishes it;
