@@ -58,7 +58,7 @@ impl Application {
         let key_status = SeamKeyStatus::default();
         let metrics = Arc::new(Metrics::new());
         let (worker, catch_up) = if settings.server.run_mode.runs_worker() {
-            let seam = SeamClient::new(&settings.seam)?;
+            let seam = SeamClient::new(&settings.seam)?.paced(settings.worker.max_requests_per_second);
             let (worker_settings, store_pins) = (settings.worker.clone(), settings.store_pins);
             let worker = Worker::new(
                 pool.clone(),

@@ -7,7 +7,8 @@
 //!   an event is accepted;
 //! - an accepted event has an `event_id` and `event_type` of 1..=255 bytes, other ids
 //!   of 1..=255 bytes when present, and an `access_code_id` when it is an
-//!   `access_code.*` event; its `action()` re-fetches exactly that code;
+//!   `access_code.*` event; its `action()` re-fetches exactly that code (for the
+//!   device and account events the service acts on: that device's or account's codes);
 //! - with `store_pins = false` no PIN is left where Seam puts one (the top-level
 //!   `code`; `code` in an object with an `access_code_id`, in a `from`, `to`,
 //!   `access_code` or `backup_access_code` object, in an entry of
@@ -21,7 +22,9 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use seam_access_sync::seam::event::{EventAction, REDACTED, SeamEvent};
+use seam_access_sync::seam::event::{
+    CONNECTED_ACCOUNT_EVENT_TYPES, DEVICE_EVENT_TYPES, EventAction, REDACTED, SeamEvent,
+};
 use serde_json::Map;
 use serde_json::Value;
 
@@ -31,6 +34,7 @@ enum Key {
     EventType,
     AccessCodeId,
     DeviceId,
+    ConnectedAccountId,
     WorkspaceId,
     OccurredAt,
     Code,
@@ -54,6 +58,8 @@ enum Scalar {
     Text(String),
     /// `access_code.` followed by anything.
     AccessCodeType(String),
+    /// One of the device and account event types the service acts on.
+    ActedOnType(u8),
     Time(u32, i16),
     /// Raw text spliced in as is: a number like `1e400`, an escape like `"\u0000"`.
     Raw(String),
@@ -75,6 +81,7 @@ fn key_text(key: &Key) -> String {
         Key::EventType => "event_type",
         Key::AccessCodeId => "access_code_id",
         Key::DeviceId => "device_id",
+        Key::ConnectedAccountId => "connected_account_id",
         Key::WorkspaceId => "workspace_id",
         Key::OccurredAt => "occurred_at",
         Key::Code => "code",
@@ -99,6 +106,10 @@ fn write(json: &Json, out: &mut String) {
         Json::Scalar(Scalar::Float(f)) => out.push_str(&Value::from(*f).to_string()),
         Json::Scalar(Scalar::Text(s)) => out.push_str(&Value::String(s.clone()).to_string()),
         Json::Scalar(Scalar::AccessCodeType(s)) => out.push_str(&Value::String(format!("access_code.{s}")).to_string()),
+        Json::Scalar(Scalar::ActedOnType(n)) => {
+            let types = [DEVICE_EVENT_TYPES, CONNECTED_ACCOUNT_EVENT_TYPES].concat();
+            out.push_str(&Value::String(types[usize::from(*n) % types.len()].to_owned()).to_string())
+        }
         Json::Scalar(Scalar::Time(seconds, offset_minutes)) => {
             let (sign, minutes) = if *offset_minutes < 0 {
                 ('-', -i32::from(*offset_minutes))
@@ -175,23 +186,32 @@ fn check(body: &[u8]) {
         for (id, name) in [
             (&event.access_code_id, "access_code_id"),
             (&event.device_id, "device_id"),
+            (&event.connected_account_id, "connected_account_id"),
             (&event.workspace_id, "workspace_id"),
         ] {
             if let Some(id) = id {
                 check_id(id, name);
             }
         }
+        let device_rule = DEVICE_EVENT_TYPES.contains(&event.event_type.as_str());
+        let account_rule = CONNECTED_ACCOUNT_EVENT_TYPES.contains(&event.event_type.as_str());
         match (event.event_type.starts_with("access_code."), event.action()) {
             (true, EventAction::Refetch { access_code_id, .. }) => {
                 assert_eq!(Some(access_code_id), event.access_code_id.clone())
             }
-            (false, EventAction::Ignore) => {}
+            (false, EventAction::RefetchDevice { device_id }) if device_rule => {
+                assert_eq!(Some(device_id), event.device_id.clone())
+            }
+            (false, EventAction::RefetchConnectedAccount { connected_account_id }) if account_rule => {
+                assert_eq!(Some(connected_account_id), event.connected_account_id.clone())
+            }
+            (false, EventAction::Ignore) if !device_rule && !account_rule => {}
             (is_access_code, action) => panic!("{} ({is_access_code}) gave {action:?}", event.event_type),
         }
         assert!(
             !holds_nul(&event.payload)
                 && ![&event.event_id, &event.event_type].iter().any(|s| s.contains('\0'))
-                && ![&event.access_code_id, &event.device_id, &event.workspace_id]
+                && ![&event.access_code_id, &event.device_id, &event.connected_account_id, &event.workspace_id]
                     .iter()
                     .any(|s| s.as_deref().is_some_and(|s| s.contains('\0'))),
             "accepted an event Postgres cannot store (NUL character)"

@@ -38,6 +38,7 @@ pub async fn sweep_once(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result
             endpoint: code.endpoint,
             device_id: code.device_id.as_deref(),
             workspace_id: code.workspace_id.as_deref(),
+            connected_account_id: None,
             event: None,
             requests: 1,
         })

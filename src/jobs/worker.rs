@@ -3,11 +3,9 @@
 //! NOTIFY with polling as the fallback.
 
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -18,7 +16,8 @@ use super::supervisor::{self, Supervisor};
 use crate::config::WorkerSettings;
 use crate::seam::SeamKeyStatus;
 use crate::seam::client::{FetchOutcome, SeamClient};
-use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed};
+use crate::seam::event::CodeEndpoint;
+use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed, Origin};
 use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
 use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, Task, WorkerError};
 
@@ -30,7 +29,6 @@ pub struct Worker {
     store_pins: bool,
     key_status: SeamKeyStatus,
     metrics: Arc<Metrics>,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 /// What one step of the worker did.
@@ -61,9 +59,7 @@ impl Worker {
         key_status: SeamKeyStatus,
         metrics: Arc<Metrics>,
     ) -> Worker {
-        let limiter = NonZeroU32::new(settings.max_requests_per_second)
-            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
-        Worker { pool, seam, settings, store_pins, key_status, metrics, limiter }
+        Worker { pool, seam, settings, store_pins, key_status, metrics }
     }
 
     /// Claims, fetches and stores one due re-fetch.
@@ -71,22 +67,11 @@ impl Worker {
         let Some(claim) = queue::claim_next(&self.pool, self.settings.lease()).await? else {
             return Ok(TaskOutcome::EmptyQueue);
         };
-        if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
-        }
-        let started = std::time::Instant::now();
-        let outcome = self.seam.get_access_code(&claim.access_code_id, claim.endpoint).await;
-        let labels = SeamLabels {
-            endpoint: claim.endpoint,
-            outcome: outcome.kind(),
-            status: outcome.status().map_or_else(|| "none".to_owned(), |s| s.to_string()),
-        };
-        self.metrics.seam_call(labels, started.elapsed());
-        tracing::debug!(access_code_id = %claim.access_code_id, outcome = %outcome.kind(), attempt = claim.attempts, "fetched");
+        let (endpoint, outcome) = self.fetch_confirmed(&claim).await;
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
                 self.key_status.accepted();
-                match self.store(&claim, Observed::Found(&fetched)).await {
+                match self.store(&claim, endpoint, Observed::Found(&fetched)).await {
                     // An answer Postgres cannot hold (a NUL character, say) would fail
                     // every retry the same way: give it to an operator instead.
                     Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::is_data_error) => {
@@ -97,7 +82,7 @@ impl Worker {
             }
             FetchOutcome::Gone => {
                 self.key_status.accepted();
-                self.store(&claim, Observed::Gone).await?
+                self.store(&claim, endpoint, Observed::Gone).await?
             }
             FetchOutcome::Transient { reason, retry_after, .. } => {
                 let failure = if claim.attempts >= self.settings.max_attempts {
@@ -141,14 +126,47 @@ impl Worker {
         }
     }
 
-    async fn store(&self, claim: &Claim, observed: Observed<'_>) -> anyhow::Result<TaskResult> {
+    /// Fetches the claimed code. A 404 from one endpoint is confirmed against the
+    /// other before it counts: a code converted between managed and unmanaged lives
+    /// on there, and a late event may have named the wrong one. Returns the endpoint
+    /// that answered last, and its answer.
+    async fn fetch_confirmed(&self, claim: &Claim) -> (CodeEndpoint, FetchOutcome) {
+        let outcome = self.fetch(&claim.access_code_id, claim.endpoint, claim.attempts).await;
+        if outcome != FetchOutcome::Gone {
+            return (claim.endpoint, outcome);
+        }
+        let other = claim.endpoint.other();
+        let confirmation = self.fetch(&claim.access_code_id, other, claim.attempts).await;
+        match confirmation {
+            // Gone from both: deleted (reported against the endpoint the claim named).
+            FetchOutcome::Gone => (claim.endpoint, FetchOutcome::Gone),
+            // Found there, or no answer: the confirmation's outcome decides.
+            _ => (other, confirmation),
+        }
+    }
+
+    /// One call to Seam for one code, timed and counted.
+    async fn fetch(&self, access_code_id: &str, endpoint: CodeEndpoint, attempt: i32) -> FetchOutcome {
+        let started = std::time::Instant::now();
+        let outcome = self.seam.get_access_code(access_code_id, endpoint).await;
+        let labels = SeamLabels {
+            endpoint,
+            outcome: outcome.kind(),
+            status: outcome.status().map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        };
+        self.metrics.seam_call(labels, started.elapsed());
+        tracing::debug!(%access_code_id, %endpoint, outcome = %outcome.kind(), attempt, "fetched");
+        outcome
+    }
+
+    async fn store(&self, claim: &Claim, endpoint: CodeEndpoint, observed: Observed<'_>) -> anyhow::Result<TaskResult> {
         let mut tx = self.pool.begin().await?;
         if !queue::lock_claim(&mut tx, claim).await? {
             tracing::warn!(access_code_id = %claim.access_code_id, "claim lost to another worker; result dropped");
             self.metrics.worker_error(WorkerError::ClaimLost);
             return Ok(TaskResult::ClaimLost);
         }
-        let applied = mirror::apply(&mut tx, &fetch_of(claim), observed, self.store_pins).await?;
+        let applied = mirror::apply(&mut tx, &fetch_of(claim, endpoint), observed, self.store_pins).await?;
         let completion = queue::complete(&mut tx, claim).await?;
         tx.commit().await?;
         let lag = (chrono::Utc::now() - claim.first_requested_at).to_std().unwrap_or_default();
@@ -274,13 +292,15 @@ pub async fn work_loop<S, Fut>(
     }
 }
 
-/// What the mirror needs to know of the fetch a claim led to.
-fn fetch_of(claim: &Claim) -> Fetch<'_> {
+/// What the mirror needs to know of the fetch a claim led to, answered by `endpoint`.
+fn fetch_of(claim: &Claim, endpoint: CodeEndpoint) -> Fetch<'_> {
     Fetch {
         access_code_id: &claim.access_code_id,
-        endpoint: claim.endpoint,
+        endpoint,
         device_id: claim.device_id.as_deref(),
         workspace_id: claim.workspace_id.as_deref(),
+        connected_account_id: claim.connected_account_id.as_deref(),
+        origin: Origin::Fetch,
         trigger: claim.event(),
         started_at: claim.claimed_at,
     }

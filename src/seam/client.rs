@@ -1,8 +1,11 @@
 //! The Seam API client: fetches one access code and classifies the answer.
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +26,9 @@ pub struct SeamClient {
     api_key: SecretString,
     /// Largest answer read (`seam.max_response_bytes`).
     max_response_bytes: usize,
+    /// Paces every call of every clone (`worker.max_requests_per_second`): the
+    /// worker, catch-up and the import share one budget.
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 /// The fields of an access code the mirror queries; every other field stays in `raw`.
@@ -49,6 +55,25 @@ pub struct AccessCode {
     pub warnings: Vec<Value>,
     #[serde(default, deserialize_with = "list_or_null")]
     pub errors: Vec<Value>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub is_backup: Option<bool>,
+    #[serde(default)]
+    pub is_backup_access_code_available: Option<bool>,
+    #[serde(default)]
+    pub pulled_backup_access_code_id: Option<String>,
+    #[serde(default)]
+    pub is_offline_access_code: Option<bool>,
+    #[serde(default)]
+    pub is_one_time_use: Option<bool>,
+    #[serde(default)]
+    pub is_waiting_for_code_assignment: Option<bool>,
+    #[serde(default)]
+    pub is_scheduled_on_device: Option<bool>,
+    /// Changes Seam is still pushing to the device, as Seam lists them.
+    #[serde(default, deserialize_with = "list_or_null")]
+    pub pending_mutations: Vec<Value>,
 }
 
 fn list_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
@@ -162,7 +187,22 @@ impl SeamClient {
             base_url: settings.api_url.trim_end_matches('/').to_owned(),
             api_key: settings.api_key.clone(),
             max_response_bytes: settings.max_response_bytes,
+            limiter: None,
         })
+    }
+
+    /// This client, making at most `per_second` calls a second across all its
+    /// clones (0: no limit).
+    pub fn paced(mut self, per_second: u32) -> SeamClient {
+        self.limiter = NonZeroU32::new(per_second).map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+        self
+    }
+
+    /// Waits for the pace's next slot.
+    async fn pace(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
     }
 
     /// `GET /access_codes/get` (or `/access_codes/unmanaged/get`) for one code.
@@ -171,6 +211,7 @@ impl SeamClient {
             CodeEndpoint::Managed => "/access_codes/get",
             CodeEndpoint::Unmanaged => "/access_codes/unmanaged/get",
         };
+        self.pace().await;
         let response = self
             .http
             .get(format!("{}{path}", self.base_url))
@@ -231,6 +272,7 @@ impl SeamClient {
             EventWindow::Since(since) => body["since"] = since.to_rfc3339().into(),
             EventWindow::Between(from, to) => body["between"] = serde_json::json!([from.to_rfc3339(), to.to_rfc3339()]),
         }
+        self.pace().await;
         let response = self
             .http
             .post(format!("{}/events/list", self.base_url))

@@ -16,6 +16,7 @@ pub struct SeamEvent {
     pub event_type: String,
     pub access_code_id: Option<String>,
     pub device_id: Option<String>,
+    pub connected_account_id: Option<String>,
     pub workspace_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
     /// The whole event as received, every PIN redacted (`redact_pin`: nested ones
@@ -38,6 +39,14 @@ impl CodeEndpoint {
     pub fn of(is_managed: bool) -> CodeEndpoint {
         if is_managed { CodeEndpoint::Managed } else { CodeEndpoint::Unmanaged }
     }
+
+    /// The endpoint that serves the codes this one does not.
+    pub fn other(self) -> CodeEndpoint {
+        match self {
+            CodeEndpoint::Managed => CodeEndpoint::Unmanaged,
+            CodeEndpoint::Unmanaged => CodeEndpoint::Managed,
+        }
+    }
 }
 
 /// The one rule for what an event type asks of the service: every `access_code.*`
@@ -53,11 +62,80 @@ pub fn refetch_endpoint(event_type: &str) -> Option<CodeEndpoint> {
     }
 }
 
+/// The `access_code.*` types in `/events/list`'s `event_types` enum as Seam publishes
+/// it (`@seamapi/types` 1.977.0). Seam's repository defines more (`issued`,
+/// `failed_to_update`, …): those are handled when they arrive, never asked for, since
+/// a value outside the published enum may be refused.
+pub const LISTED_ACCESS_CODE_EVENT_TYPES: &[&str] = &[
+    "access_code.created",
+    "access_code.changed",
+    "access_code.name_changed",
+    "access_code.code_changed",
+    "access_code.time_frame_changed",
+    "access_code.mutations_requested",
+    "access_code.scheduled_on_device",
+    "access_code.set_on_device",
+    "access_code.removed_from_device",
+    "access_code.delay_in_setting_on_device",
+    "access_code.failed_to_set_on_device",
+    "access_code.deleted",
+    "access_code.delay_in_removing_from_device",
+    "access_code.failed_to_remove_from_device",
+    "access_code.modified_external_to_seam",
+    "access_code.deleted_external_to_seam",
+    "access_code.backup_access_code_pulled",
+    "access_code.unmanaged.converted_to_managed",
+    "access_code.unmanaged.failed_to_convert_to_managed",
+    "access_code.unmanaged.created",
+    "access_code.unmanaged.removed",
+];
+
+/// `device.*` events that can change the warnings and errors of every code on the
+/// device (the access-code errors flagged `is_device_error`: `device_offline`,
+/// `device_disconnected`, `hub_disconnected`, `device_removed`,
+/// `subscription_required`, and the `third_party_integration_detected` warning).
+/// Battery and doorbell events change no code and are not here.
+pub const DEVICE_EVENT_TYPES: &[&str] = &[
+    "device.connected",
+    "device.disconnected",
+    "device.removed",
+    "device.deleted",
+    "device.converted_to_unmanaged",
+    "device.unmanaged.converted_to_managed",
+    "device.third_party_integration_detected",
+    "device.third_party_integration_no_longer_detected",
+    "device.connection_became_flaky",
+    "device.connection_stabilized",
+    "device.error.subscription_required",
+    "device.error.subscription_required.resolved",
+];
+
+/// `connected_account.*` events that can change the codes on every device of the
+/// account (the errors flagged `is_connected_account_error`: `account_disconnected`,
+/// `salto_ks_subscription_limit_exceeded`, `bridge_disconnected`, …).
+pub const CONNECTED_ACCOUNT_EVENT_TYPES: &[&str] = &[
+    "connected_account.connected",
+    "connected_account.disconnected",
+    "connected_account.deleted",
+    "connected_account.reauthorization_requested",
+    "connected_account.completed_first_sync_after_reconnection",
+];
+
+/// Every event type the service asks `/events/list` for: each one it acts on that
+/// Seam's published enum holds (the contract test checks them against it).
+pub fn listed_event_types() -> Vec<&'static str> {
+    [LISTED_ACCESS_CODE_EVENT_TYPES, DEVICE_EVENT_TYPES, CONNECTED_ACCOUNT_EVENT_TYPES].concat()
+}
+
 /// What the service does with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventAction {
     /// Fetch the code again, from this endpoint.
     Refetch { access_code_id: String, endpoint: CodeEndpoint },
+    /// Fetch every mirrored, not deleted code of the device again.
+    RefetchDevice { device_id: String },
+    /// Fetch every mirrored, not deleted code of the account's devices again.
+    RefetchConnectedAccount { connected_account_id: String },
     /// Stored and acknowledged only.
     Ignore,
 }
@@ -66,6 +144,8 @@ crate::text_enum::text_enum! {
     /// `EventAction` as stored in `seam_events.action`.
     pub enum ActionKind {
         Refetch = "refetch",
+        RefetchDevice = "refetch_device",
+        RefetchConnectedAccount = "refetch_connected_account",
         Ignored = "ignored",
     }
 }
@@ -74,7 +154,41 @@ impl EventAction {
     pub fn kind(&self) -> ActionKind {
         match self {
             EventAction::Refetch { .. } => ActionKind::Refetch,
+            EventAction::RefetchDevice { .. } => ActionKind::RefetchDevice,
+            EventAction::RefetchConnectedAccount { .. } => ActionKind::RefetchConnectedAccount,
             EventAction::Ignore => ActionKind::Ignored,
+        }
+    }
+}
+
+/// What an event is about, as far as the service acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Code(CodeEndpoint),
+    Device,
+    ConnectedAccount,
+}
+
+impl Scope {
+    /// The one rule for what an event type asks of the service (`None`: store it only).
+    fn of(event_type: &str) -> Option<Scope> {
+        if let Some(endpoint) = refetch_endpoint(event_type) {
+            Some(Scope::Code(endpoint))
+        } else if DEVICE_EVENT_TYPES.contains(&event_type) {
+            Some(Scope::Device)
+        } else if CONNECTED_ACCOUNT_EVENT_TYPES.contains(&event_type) {
+            Some(Scope::ConnectedAccount)
+        } else {
+            None
+        }
+    }
+
+    /// The event field this scope needs.
+    fn field(self) -> &'static str {
+        match self {
+            Scope::Code(_) => "access_code_id",
+            Scope::Device => "device_id",
+            Scope::ConnectedAccount => "connected_account_id",
         }
     }
 }
@@ -119,6 +233,7 @@ struct Fields {
     event_type: Option<Value>,
     access_code_id: Option<Value>,
     device_id: Option<Value>,
+    connected_account_id: Option<Value>,
     workspace_id: Option<Value>,
     occurred_at: Option<Value>,
 }
@@ -139,8 +254,17 @@ impl SeamEvent {
         let event_id = required_id(fields.event_id, "event_id")?;
         let event_type = required_id(fields.event_type, "event_type")?;
         let access_code_id = optional_id(fields.access_code_id, "access_code_id")?;
-        if refetch_endpoint(&event_type).is_some() && access_code_id.is_none() {
-            return Err(EventError::MissingField("access_code_id"));
+        let device_id = optional_id(fields.device_id, "device_id")?;
+        let connected_account_id = optional_id(fields.connected_account_id, "connected_account_id")?;
+        if let Some(scope) = Scope::of(&event_type) {
+            let id = match scope {
+                Scope::Code(_) => &access_code_id,
+                Scope::Device => &device_id,
+                Scope::ConnectedAccount => &connected_account_id,
+            };
+            if id.is_none() {
+                return Err(EventError::MissingField(scope.field()));
+            }
         }
         if !store_pins {
             redact_pin(&mut payload);
@@ -149,7 +273,8 @@ impl SeamEvent {
             event_id,
             event_type,
             access_code_id,
-            device_id: optional_id(fields.device_id, "device_id")?,
+            device_id,
+            connected_account_id,
             workspace_id: optional_id(fields.workspace_id, "workspace_id")?,
             occurred_at: fields.occurred_at.as_ref().and_then(Value::as_str).and_then(parse_time),
             payload,
@@ -158,9 +283,13 @@ impl SeamEvent {
 
     /// What the service does with this event (`refetch_endpoint` decides).
     pub fn action(&self) -> EventAction {
-        match (&self.access_code_id, refetch_endpoint(&self.event_type)) {
-            (Some(access_code_id), Some(endpoint)) => {
-                EventAction::Refetch { access_code_id: access_code_id.clone(), endpoint }
+        match (Scope::of(&self.event_type), &self.access_code_id, &self.device_id, &self.connected_account_id) {
+            (Some(Scope::Code(endpoint)), Some(id), _, _) => {
+                EventAction::Refetch { access_code_id: id.clone(), endpoint }
+            }
+            (Some(Scope::Device), _, Some(id), _) => EventAction::RefetchDevice { device_id: id.clone() },
+            (Some(Scope::ConnectedAccount), _, _, Some(id)) => {
+                EventAction::RefetchConnectedAccount { connected_account_id: id.clone() }
             }
             _ => EventAction::Ignore,
         }
@@ -277,11 +406,32 @@ mod tests {
     }
 
     #[test]
-    fn other_families_are_ignored() {
+    fn device_and_account_events_refetch_their_codes_and_other_families_are_ignored() {
         let parsed = SeamEvent::parse(&event(json!({"event_type": "device.disconnected"})), false).unwrap();
-        assert_eq!(parsed.action(), EventAction::Ignore);
+        assert_eq!(parsed.action(), EventAction::RefetchDevice { device_id: "dev_1".into() });
+        let account = json!({"event_type": "connected_account.disconnected", "connected_account_id": "ca_1"});
+        let parsed = SeamEvent::parse(&event(account), false).unwrap();
+        assert_eq!(parsed.connected_account_id.as_deref(), Some("ca_1"));
+        assert_eq!(parsed.action(), EventAction::RefetchConnectedAccount { connected_account_id: "ca_1".into() });
+        for ignored in ["device.low_battery", "device.doorbell_rang", "lock.locked", "connected_account.created"] {
+            let parsed = SeamEvent::parse(&event(json!({"event_type": ignored})), false).unwrap();
+            assert_eq!(parsed.action(), EventAction::Ignore, "{ignored}");
+        }
         let body = br#"{"event_id":"e1","event_type":"lock.locked"}"#;
         assert_eq!(SeamEvent::parse(body, false).unwrap().action(), EventAction::Ignore);
+        let no_device = br#"{"event_id":"e1","event_type":"device.disconnected"}"#;
+        assert_eq!(SeamEvent::parse(no_device, false).unwrap_err(), EventError::MissingField("device_id"));
+        let no_account = br#"{"event_id":"e1","event_type":"connected_account.deleted"}"#;
+        assert_eq!(SeamEvent::parse(no_account, false).unwrap_err(), EventError::MissingField("connected_account_id"));
+    }
+
+    #[test]
+    fn every_listed_type_is_one_the_service_acts_on() {
+        let types = listed_event_types();
+        assert_eq!(types.len(), 21 + DEVICE_EVENT_TYPES.len() + CONNECTED_ACCOUNT_EVENT_TYPES.len());
+        for event_type in types {
+            assert!(Scope::of(event_type).is_some(), "{event_type}");
+        }
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub async fn refetch_each(pool: &PgPool, codes: &[(String, CodeEndpoint)]) -> sq
             endpoint: *endpoint,
             device_id: None,
             workspace_id: None,
+            connected_account_id: None,
             event: None,
             requests: 1,
         })

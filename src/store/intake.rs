@@ -12,7 +12,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::seam::event::{EventAction, EventRef, SeamEvent};
+use crate::seam::event::{CodeEndpoint, EventAction, EventRef, SeamEvent};
 use crate::store::queue::{self, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,7 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
         events.iter().map(|e| e.occurred_at).collect::<Vec<_>>() as _,
         events.iter().map(|e| e.action().kind()).collect::<Vec<_>>() as _,
         text(&|e| Some(e.payload.to_string())) as _,
+        text(&|e| e.connected_account_id.clone()) as _,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -77,42 +78,126 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
     let mut fresh: HashSet<String> = inserted.into_iter().collect();
     let stored: Vec<Stored> =
         batch.iter().map(|i| if fresh.remove(&i.event.event_id) { Stored::New } else { Stored::Duplicate }).collect();
-    let new_events = batch.iter().zip(&stored).filter(|(_, s)| **s == Stored::New).map(|(i, _)| i.event);
-    queue::enqueue_all(&mut tx, &merge_requests(new_events)).await?;
+    let new_events: Vec<&SeamEvent> =
+        batch.iter().zip(&stored).filter(|(_, s)| **s == Stored::New).map(|(i, _)| i.event).collect();
+    let affected = codes_affected(&mut tx, &new_events).await?;
+    queue::enqueue_all(&mut tx, &merge_requests(&new_events, &affected)).await?;
     tx.commit().await?;
     Ok(stored)
 }
 
-/// One request per code: the count of its events and the newest of them.
-fn merge_requests<'a>(events: impl Iterator<Item = &'a SeamEvent>) -> Vec<RefetchRequest<'a>> {
-    let mut by_code: HashMap<&str, RefetchRequest<'a>> = HashMap::new();
-    for event in events {
-        let EventAction::Refetch { endpoint, .. } = event.action() else { continue };
-        let Some(access_code_id) = event.access_code_id.as_deref() else { continue };
-        let this = EventRef {
-            event_id: Some(event.event_id.clone()),
-            event_type: Some(event.event_type.clone()),
-            occurred_at: event.occurred_at,
-        };
-        let request = RefetchRequest {
-            access_code_id,
+/// A mirrored code that a device or account event asks to fetch again.
+struct Affected {
+    access_code_id: String,
+    is_managed: bool,
+    device_id: Option<String>,
+    workspace_id: Option<String>,
+    connected_account_id: Option<String>,
+    /// The event that asks (an index into the batch's new events).
+    event: usize,
+}
+
+/// The mirrored, not deleted codes of the devices and accounts that `events` name
+/// (`device.*` and `connected_account.*` events the service acts on), read in the
+/// intake transaction so that their re-fetches are queued with the event.
+async fn codes_affected(conn: &mut sqlx::PgConnection, events: &[&SeamEvent]) -> sqlx::Result<Vec<Affected>> {
+    let (mut devices, mut accounts) = (Vec::new(), Vec::new());
+    for (i, event) in events.iter().enumerate() {
+        match event.action() {
+            EventAction::RefetchDevice { device_id } => devices.push((device_id, i as i32)),
+            EventAction::RefetchConnectedAccount { connected_account_id } => {
+                accounts.push((connected_account_id, i as i32))
+            }
+            EventAction::Refetch { .. } | EventAction::Ignore => {}
+        }
+    }
+    if devices.is_empty() && accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (device_ids, device_events): (Vec<String>, Vec<i32>) = devices.into_iter().unzip();
+    let (account_ids, account_events): (Vec<String>, Vec<i32>) = accounts.into_iter().unzip();
+    let rows = sqlx::query!(
+        r#"
+        SELECT a.access_code_id AS "access_code_id!", a.is_managed AS "is_managed!", a.device_id,
+               a.workspace_id, a.connected_account_id, asked.event AS "event!"
+        FROM (SELECT * FROM UNNEST($1::text[], $2::int[]) AS d(id, event)) asked
+        JOIN access_codes a ON a.device_id = asked.id
+        WHERE a.deleted_at IS NULL
+        UNION ALL
+        SELECT a.access_code_id, a.is_managed, a.device_id, a.workspace_id, a.connected_account_id,
+               asked.event
+        FROM (SELECT * FROM UNNEST($3::text[], $4::int[]) AS c(id, event)) asked
+        JOIN access_codes a ON a.connected_account_id = asked.id
+        WHERE a.deleted_at IS NULL
+        "#,
+        &device_ids,
+        &device_events,
+        &account_ids,
+        &account_events,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Affected {
+            access_code_id: row.access_code_id,
+            is_managed: row.is_managed,
+            device_id: row.device_id,
+            workspace_id: row.workspace_id,
+            connected_account_id: row.connected_account_id,
+            event: row.event as usize,
+        })
+        .collect())
+}
+
+/// One request per code: the count of the events that ask for it and the newest of
+/// them. A code event asks for its code; a device or account event for each of the
+/// `affected` codes, from the endpoint the mirror knows it by.
+fn merge_requests<'a>(events: &[&'a SeamEvent], affected: &'a [Affected]) -> Vec<RefetchRequest<'a>> {
+    let event_ref = |event: &SeamEvent| EventRef {
+        event_id: Some(event.event_id.clone()),
+        event_type: Some(event.event_type.clone()),
+        occurred_at: event.occurred_at,
+    };
+    let asked_by_code = events.iter().filter_map(|event| {
+        let EventAction::Refetch { endpoint, .. } = event.action() else { return None };
+        Some(RefetchRequest {
+            access_code_id: event.access_code_id.as_deref()?,
             endpoint,
             device_id: event.device_id.as_deref(),
             workspace_id: event.workspace_id.as_deref(),
-            event: Some(this.clone()),
+            connected_account_id: event.connected_account_id.as_deref(),
+            event: Some(event_ref(event)),
             requests: 1,
-        };
-        match by_code.get_mut(access_code_id) {
+        })
+    });
+    let asked_by_device = affected.iter().map(|code| RefetchRequest {
+        access_code_id: &code.access_code_id,
+        endpoint: CodeEndpoint::of(code.is_managed),
+        device_id: code.device_id.as_deref(),
+        workspace_id: code.workspace_id.as_deref(),
+        connected_account_id: code.connected_account_id.as_deref(),
+        event: Some(event_ref(events[code.event])),
+        requests: 1,
+    });
+    let mut by_code: HashMap<&str, RefetchRequest<'a>> = HashMap::new();
+    for request in asked_by_code.chain(asked_by_device) {
+        match by_code.get_mut(request.access_code_id) {
             None => {
-                by_code.insert(access_code_id, request);
+                by_code.insert(request.access_code_id, request);
             }
             Some(merged) => {
                 merged.requests += 1;
                 merged.device_id = request.device_id.or(merged.device_id);
                 merged.workspace_id = request.workspace_id.or(merged.workspace_id);
-                if merged.event.as_ref().is_none_or(|kept| this.supersedes(kept)) {
-                    merged.endpoint = endpoint;
-                    merged.event = Some(this);
+                merged.connected_account_id = request.connected_account_id.or(merged.connected_account_id);
+                let newer = match (&request.event, &merged.event) {
+                    (Some(this), Some(kept)) => this.supersedes(kept),
+                    (this, _) => this.is_some(),
+                };
+                if newer {
+                    merged.endpoint = request.endpoint;
+                    merged.event = request.event;
                 }
             }
         }
@@ -237,9 +322,10 @@ mod tests {
             event("e2", "a", Some("2026-11-25T10:00:01Z"), "access_code.created"),
             event("e3", "b", None, "access_code.unmanaged.created"),
             event("e4", "a", Some("2026-11-25T10:00:03Z"), "access_code.unmanaged.converted_to_managed"),
-            event("e5", "x", None, "device.connected"),
+            event("e5", "x", None, "lock.locked"),
         ];
-        let mut merged = merge_requests(events.iter());
+        let events: Vec<&SeamEvent> = events.iter().collect();
+        let mut merged = merge_requests(&events, &[]);
         merged.sort_by_key(|r| r.access_code_id);
         assert_eq!(merged.len(), 2);
         assert_eq!((merged[0].access_code_id, merged[0].requests), ("a", 3));

@@ -12,9 +12,12 @@ use sqlx::types::Json;
 use crate::seam::client::FetchedCode;
 use crate::seam::event::{CodeEndpoint, EventRef, parse_time, redact_pin};
 
-/// Notified, in the same transaction, whenever a code's status, warnings or
-/// errors change or it is deleted: `LISTEN access_code_changed`.
+/// Notified, in the same transaction, whenever a code is created, deleted, or its
+/// status, warnings, errors, name, time frame or PIN change: `LISTEN access_code_changed`.
 pub const CHANGE_CHANNEL: &str = "access_code_changed";
+
+/// Seam's event for a new PIN: with `store_pins = false`, the only sign of one.
+const PIN_CHANGED_EVENT: &str = "access_code.code_changed";
 
 /// One fetch of a code, as the mirror needs to know it.
 #[derive(Debug, Clone)]
@@ -25,6 +28,10 @@ pub struct Fetch<'a> {
     /// From the events, for a code Seam no longer returns.
     pub device_id: Option<&'a str>,
     pub workspace_id: Option<&'a str>,
+    /// From the events or the device list: Seam's access code does not carry it.
+    pub connected_account_id: Option<&'a str>,
+    /// A fetch of one code, or the import's listing of a device's codes.
+    pub origin: Origin,
     /// The newest event behind the fetch; empty for sweeps and manual re-fetches.
     pub trigger: EventRef,
     /// The database's clock when the fetch was claimed: Seam's answer is at least
@@ -41,6 +48,30 @@ pub enum Observed<'a> {
 }
 
 crate::text_enum::text_enum! {
+    /// Where an observation of a code came from (`access_code_history.origin`).
+    pub enum Origin {
+        /// `/access_codes/get` (or the unmanaged one) for one code.
+        Fetch = "fetch",
+        /// A device's code list, read by the import.
+        Import = "import",
+    }
+}
+
+crate::text_enum::text_enum! {
+    /// What changed on a code that was alive before and after
+    /// (`access_code_history.changes`), in the words of Seam's event types. A PIN
+    /// change is named, never its value.
+    pub enum FieldChange {
+        Status = "status_changed",
+        Warnings = "warnings_changed",
+        Errors = "errors_changed",
+        Name = "name_changed",
+        TimeFrame = "time_frame_changed",
+        Code = "code_changed",
+    }
+}
+
+crate::text_enum::text_enum! {
     /// How a fetch changed the mirror (`access_code_history.change`).
     pub enum ChangeKind {
         Created = "created",
@@ -53,7 +84,7 @@ crate::text_enum::text_enum! {
 pub enum Applied {
     /// A newer fetch is already stored; this one was dropped.
     Stale,
-    /// Stored; `change` is `None` when status, warnings and errors stayed the same.
+    /// Stored; `change` is `None` when nothing a history row records changed.
     Stored { change: Option<ChangeKind>, previous_status: Option<String>, status: Option<String> },
 }
 
@@ -63,22 +94,41 @@ pub struct Snapshot {
     pub status: Option<String>,
     pub warnings: Value,
     pub errors: Value,
+    pub name: Option<String>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    /// The PIN, compared only when the service stores PINs (`store_pins`).
+    pub code: Option<String>,
     pub deleted: bool,
 }
 
 impl Default for Snapshot {
     /// A code never seen alive: no status, no warnings, no errors.
     fn default() -> Snapshot {
-        Snapshot { status: None, warnings: Value::Array(vec![]), errors: Value::Array(vec![]), deleted: false }
+        Snapshot {
+            status: None,
+            warnings: Value::Array(vec![]),
+            errors: Value::Array(vec![]),
+            name: None,
+            starts_at: None,
+            ends_at: None,
+            code: None,
+            deleted: false,
+        }
     }
 }
 
 impl Snapshot {
-    fn of(code: &FetchedCode) -> Snapshot {
+    fn of(fetched: &FetchedCode, store_pins: bool) -> Snapshot {
+        let code = &fetched.code;
         Snapshot {
-            status: Some(code.code.status.clone()),
-            warnings: Value::Array(code.code.warnings.clone()),
-            errors: Value::Array(code.code.errors.clone()),
+            status: Some(code.status.clone()),
+            warnings: Value::Array(code.warnings.clone()),
+            errors: Value::Array(code.errors.clone()),
+            name: code.name.clone(),
+            starts_at: code.starts_at.as_deref().and_then(parse_time),
+            ends_at: code.ends_at.as_deref().and_then(parse_time),
+            code: if store_pins { code.code.clone() } else { None },
             deleted: false,
         }
     }
@@ -89,6 +139,10 @@ struct Current {
     status: Option<String>,
     warnings: Json<Value>,
     errors: Json<Value>,
+    name: Option<String>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    code: Option<String>,
     deleted: bool,
     fetched_at: DateTime<Utc>,
     last_event_id: Option<String>,
@@ -97,11 +151,15 @@ struct Current {
 }
 
 impl Current {
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self, store_pins: bool) -> Snapshot {
         Snapshot {
             status: self.status.clone(),
             warnings: self.warnings.0.clone(),
             errors: self.errors.0.clone(),
+            name: self.name.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            code: if store_pins { self.code.clone() } else { None },
             deleted: self.deleted,
         }
     }
@@ -114,18 +172,38 @@ impl Current {
     }
 }
 
-/// What `observed` changes against the row as it stood (`None`: no row yet):
-/// a new row is `Created`, a 404 of a live row `Deleted`, a different status,
-/// warning list or error list (or a deleted row seen again) `Changed`.
-pub fn classify(before: Option<&Snapshot>, after: Option<&Snapshot>) -> Option<ChangeKind> {
-    match (before, after) {
-        (None, Some(_)) => Some(ChangeKind::Created),
-        (_, None) if before.is_some_and(|b| b.deleted) => None,
-        (_, None) => Some(ChangeKind::Deleted),
-        (Some(b), Some(a)) if b.deleted || b.status != a.status => Some(ChangeKind::Changed),
-        (Some(b), Some(a)) if b.warnings != a.warnings || b.errors != a.errors => Some(ChangeKind::Changed),
-        (Some(_), Some(_)) => None,
-    }
+/// A change worth a history row and a NOTIFY.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// For `Changed`: what changed (empty when a deleted code is seen again).
+    pub fields: Vec<FieldChange>,
+}
+
+/// What `observed` changes against the row as it stood (`None`: no row yet): a new
+/// row is `Created`, a 404 of a live row `Deleted`, a live row whose status,
+/// warnings, errors, name, time frame or PIN differ (or a deleted row seen again)
+/// `Changed`. With `store_pins = false` no PIN is kept to compare: a PIN change is
+/// then known from the event behind the fetch (`pin_event`: `access_code.code_changed`).
+pub fn classify(before: Option<&Snapshot>, after: Option<&Snapshot>, pin_event: bool) -> Option<Change> {
+    let (b, a) = match (before, after) {
+        (None, Some(_)) => return Some(Change { kind: ChangeKind::Created, fields: vec![] }),
+        (_, None) if before.is_some_and(|b| b.deleted) => return None,
+        (_, None) => return Some(Change { kind: ChangeKind::Deleted, fields: vec![] }),
+        (Some(b), Some(a)) => (b, a),
+    };
+    let fields: Vec<FieldChange> = [
+        (FieldChange::Status, b.status != a.status),
+        (FieldChange::Warnings, b.warnings != a.warnings),
+        (FieldChange::Errors, b.errors != a.errors),
+        (FieldChange::Name, b.name != a.name),
+        (FieldChange::TimeFrame, b.starts_at != a.starts_at || b.ends_at != a.ends_at),
+        (FieldChange::Code, b.code != a.code || (pin_event && !b.deleted)),
+    ]
+    .into_iter()
+    .filter_map(|(field, changed)| changed.then_some(field))
+    .collect();
+    (b.deleted || !fields.is_empty()).then_some(Change { kind: ChangeKind::Changed, fields })
 }
 
 /// Applies `fetch` inside the caller's transaction.
@@ -144,32 +222,33 @@ pub async fn apply(
         Some(c) if !fetch.trigger.supersedes(&c.last_event()) => c.last_event(),
         _ => fetch.trigger.clone(),
     };
-    let before = current.as_ref().map(Current::snapshot);
+    let before = current.as_ref().map(|c| c.snapshot(store_pins));
     let after = match observed {
         Observed::Found(code) => {
             upsert_found(conn, fetch, code, &newest, store_pins).await?;
-            Some(Snapshot::of(code))
+            Some(Snapshot::of(code, store_pins))
         }
         Observed::Gone => {
             mark_deleted(conn, fetch, &newest).await?;
             None
         }
     };
-    let change = classify(before.as_ref(), after.as_ref());
+    let pin_event = !store_pins && fetch.trigger.event_type.as_deref() == Some(PIN_CHANGED_EVENT);
+    let change = classify(before.as_ref(), after.as_ref(), pin_event);
     // A deleted code keeps its last known status, warnings and errors.
     let shown = after.or_else(|| before.clone()).unwrap_or_default();
     let previous_status = before.and_then(|b| b.status);
-    if let Some(kind) = change {
-        record_change(conn, fetch, kind, previous_status.as_deref(), &shown).await?;
+    if let Some(change) = &change {
+        record_change(conn, fetch, change, previous_status.as_deref(), &shown).await?;
     }
-    Ok(Applied::Stored { change, previous_status, status: shown.status })
+    Ok(Applied::Stored { change: change.map(|c| c.kind), previous_status, status: shown.status })
 }
 
 async fn lock_current(conn: &mut PgConnection, access_code_id: &str) -> sqlx::Result<Option<Current>> {
     sqlx::query_as!(
         Current,
         r#"SELECT status, warnings AS "warnings: Json<Value>", errors AS "errors: Json<Value>",
-                deleted_at IS NOT NULL AS "deleted!", fetched_at,
+                name, starts_at, ends_at, code, deleted_at IS NOT NULL AS "deleted!", fetched_at,
                 last_event_id, last_event_type, last_event_occurred_at
          FROM access_codes WHERE access_code_id = $1 FOR UPDATE"#,
         access_code_id,
@@ -197,11 +276,16 @@ async fn upsert_found(
         INSERT INTO access_codes AS a
             (access_code_id, device_id, workspace_id, name, type, status, is_managed,
              starts_at, ends_at, warnings, errors, code, access_code, deleted_at,
-             last_event_id, last_event_type, last_event_occurred_at, fetched_at, status_changed_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15, $16, $17, $17)
+             last_event_id, last_event_type, last_event_occurred_at, fetched_at, status_changed_at,
+             connected_account_id, seam_created_at, is_backup, is_backup_access_code_available,
+             pulled_backup_access_code_id, is_offline_access_code, is_one_time_use,
+             is_waiting_for_code_assignment, is_scheduled_on_device, pending_mutations)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15, $16, $17, $17,
+                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
         ON CONFLICT (access_code_id) DO UPDATE SET
             device_id = COALESCE(EXCLUDED.device_id, a.device_id),
             workspace_id = COALESCE(EXCLUDED.workspace_id, a.workspace_id),
+            connected_account_id = COALESCE(EXCLUDED.connected_account_id, a.connected_account_id),
             status_changed_at = CASE WHEN a.status IS DISTINCT FROM EXCLUDED.status
                                      THEN EXCLUDED.fetched_at ELSE a.status_changed_at END,
             name = EXCLUDED.name, type = EXCLUDED.type, status = EXCLUDED.status,
@@ -209,6 +293,14 @@ async fn upsert_found(
             ends_at = EXCLUDED.ends_at, warnings = EXCLUDED.warnings,
             errors = EXCLUDED.errors, code = EXCLUDED.code,
             access_code = EXCLUDED.access_code, deleted_at = NULL,
+            seam_created_at = EXCLUDED.seam_created_at, is_backup = EXCLUDED.is_backup,
+            is_backup_access_code_available = EXCLUDED.is_backup_access_code_available,
+            pulled_backup_access_code_id = EXCLUDED.pulled_backup_access_code_id,
+            is_offline_access_code = EXCLUDED.is_offline_access_code,
+            is_one_time_use = EXCLUDED.is_one_time_use,
+            is_waiting_for_code_assignment = EXCLUDED.is_waiting_for_code_assignment,
+            is_scheduled_on_device = EXCLUDED.is_scheduled_on_device,
+            pending_mutations = EXCLUDED.pending_mutations,
             last_event_id = EXCLUDED.last_event_id,
             last_event_type = EXCLUDED.last_event_type,
             last_event_occurred_at = EXCLUDED.last_event_occurred_at,
@@ -231,6 +323,16 @@ async fn upsert_found(
         newest.event_type,
         newest.occurred_at,
         fetch.started_at,
+        fetch.connected_account_id,
+        code.created_at.as_deref().and_then(parse_time),
+        code.is_backup,
+        code.is_backup_access_code_available,
+        code.pulled_backup_access_code_id,
+        code.is_offline_access_code,
+        code.is_one_time_use,
+        code.is_waiting_for_code_assignment,
+        code.is_scheduled_on_device,
+        Json(&code.pending_mutations) as _,
     )
     .execute(conn)
     .await?;
@@ -244,9 +346,10 @@ async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &Event
         r#"
         INSERT INTO access_codes AS a
             (access_code_id, device_id, workspace_id, deleted_at,
-             last_event_id, last_event_type, last_event_occurred_at, fetched_at)
-        VALUES ($1, $2, $3, $7, $4, $5, $6, $7)
+             last_event_id, last_event_type, last_event_occurred_at, fetched_at, connected_account_id)
+        VALUES ($1, $2, $3, $7, $4, $5, $6, $7, $8)
         ON CONFLICT (access_code_id) DO UPDATE SET
+            connected_account_id = COALESCE(a.connected_account_id, EXCLUDED.connected_account_id),
             deleted_at = COALESCE(a.deleted_at, EXCLUDED.deleted_at),
             last_event_id = EXCLUDED.last_event_id,
             last_event_type = EXCLUDED.last_event_type,
@@ -260,6 +363,7 @@ async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &Event
         newest.event_type,
         newest.occurred_at,
         fetch.started_at,
+        fetch.connected_account_id,
     )
     .execute(conn)
     .await?;
@@ -271,20 +375,21 @@ async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &Event
 async fn record_change(
     conn: &mut PgConnection,
     fetch: &Fetch<'_>,
-    kind: ChangeKind,
+    change: &Change,
     previous_status: Option<&str>,
     now: &Snapshot,
 ) -> sqlx::Result<()> {
     let trigger = &fetch.trigger;
+    let fields: Vec<&str> = change.fields.iter().map(|field| field.as_str()).collect();
     sqlx::query!(
         r#"
         INSERT INTO access_code_history
             (access_code_id, change, previous_status, status, warnings, errors,
-             event_id, event_type, event_occurred_at, fetched_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             event_id, event_type, event_occurred_at, fetched_at, changes, origin)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         "#,
         fetch.access_code_id,
-        kind as _,
+        change.kind as _,
         previous_status,
         now.status,
         Json(&now.warnings) as _,
@@ -293,12 +398,16 @@ async fn record_change(
         trigger.event_type,
         trigger.occurred_at,
         fetch.started_at,
+        &fields as &[&str],
+        fetch.origin as _,
     )
     .execute(&mut *conn)
     .await?;
     let payload = serde_json::json!({
         "access_code_id": fetch.access_code_id,
-        "change": kind,
+        "change": change.kind,
+        "changes": fields,
+        "origin": fetch.origin,
         "previous_status": previous_status,
         "status": now.status,
         "warnings": now.warnings.as_array().map_or(0, Vec::len),
@@ -315,7 +424,11 @@ mod tests {
     use serde_json::json;
 
     fn snapshot(status: &str, warnings: Value, errors: Value, deleted: bool) -> Snapshot {
-        Snapshot { status: Some(status.into()), warnings, errors, deleted }
+        Snapshot { status: Some(status.into()), warnings, errors, deleted, ..Snapshot::default() }
+    }
+
+    fn kind(change: Option<Change>) -> Option<ChangeKind> {
+        change.map(|c| c.kind)
     }
 
     #[test]
@@ -337,7 +450,36 @@ mod tests {
             (Some(&deleted), None, None),
         ];
         for (before, after, expected) in cases {
-            assert_eq!(classify(before, after), expected, "{before:?} → {after:?}");
+            assert_eq!(kind(classify(before, after, false)), expected, "{before:?} → {after:?}");
         }
+    }
+
+    #[test]
+    fn names_what_changed_never_the_pin() {
+        let set = Snapshot {
+            code: Some("4821".into()),
+            name: Some("Guest".into()),
+            ..snapshot("set", json!([]), json!([]), false)
+        };
+        let at = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        let cases = [
+            (Snapshot { name: Some("Guest 2".into()), ..set.clone() }, false, vec![FieldChange::Name]),
+            (Snapshot { starts_at: at("2026-12-01T10:00:00Z"), ..set.clone() }, false, vec![FieldChange::TimeFrame]),
+            (Snapshot { ends_at: at("2026-12-02T10:00:00Z"), ..set.clone() }, false, vec![FieldChange::TimeFrame]),
+            (Snapshot { code: Some("9911".into()), ..set.clone() }, false, vec![FieldChange::Code]),
+            // store_pins = false: no PIN to compare; the event says so.
+            (set.clone(), true, vec![FieldChange::Code]),
+            (
+                Snapshot { status: Some("setting".into()), name: None, ..set.clone() },
+                false,
+                vec![FieldChange::Status, FieldChange::Name],
+            ),
+        ];
+        for (after, pin_event, fields) in cases {
+            let change = classify(Some(&set), Some(&after), pin_event).unwrap();
+            assert_eq!(change, Change { kind: ChangeKind::Changed, fields }, "{after:?}");
+            assert!(!format!("{change:?}").contains("9911"));
+        }
+        assert_eq!(classify(Some(&set), Some(&set), false), None);
     }
 }

@@ -20,6 +20,7 @@ pub struct RefetchRequest<'a> {
     pub endpoint: CodeEndpoint,
     pub device_id: Option<&'a str>,
     pub workspace_id: Option<&'a str>,
+    pub connected_account_id: Option<&'a str>,
     pub event: Option<EventRef>,
     /// How many events this request stands for (several in one intake batch).
     pub requests: i64,
@@ -49,6 +50,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
     let endpoints: Vec<CodeEndpoint> = requests.iter().map(|r| r.endpoint).collect();
     let devices = column(&|r| r.device_id.map(str::to_owned));
     let workspaces = column(&|r| r.workspace_id.map(str::to_owned));
+    let accounts = column(&|r| r.connected_account_id.map(str::to_owned));
     let event_ids = column(&|r| r.event.as_ref().and_then(|e| e.event_id.clone()));
     let event_types = column(&|r| r.event.as_ref().and_then(|e| e.event_type.clone()));
     let counts: Vec<i64> = requests.iter().map(|r| r.requests).collect();
@@ -65,6 +67,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
         event_types as _,
         occurred as _,
         REFETCH_CHANNEL,
+        accounts as _,
     )
     .execute(conn)
     .await?;
@@ -78,6 +81,7 @@ pub struct Claim {
     pub endpoint: CodeEndpoint,
     pub device_id: Option<String>,
     pub workspace_id: Option<String>,
+    pub connected_account_id: Option<String>,
     /// The requests this fetch serves; more may arrive while it runs.
     pub requests: i64,
     /// Attempts so far, this one included.
@@ -131,8 +135,8 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )
-        RETURNING r.access_code_id, r.endpoint AS "endpoint: CodeEndpoint", r.device_id, r.workspace_id, r.requests,
-                  r.attempts, r.claim_token AS "claim_token!", now() AS "claimed_at!", r.first_requested_at,
+        RETURNING r.access_code_id, r.endpoint AS "endpoint: CodeEndpoint", r.device_id, r.workspace_id,
+                  r.connected_account_id, r.requests, r.attempts, r.claim_token AS "claim_token!", now() AS "claimed_at!", r.first_requested_at,
                   r.last_event_id, r.last_event_type, r.last_event_occurred_at
         "#,
         lease.as_secs_f64(),

@@ -155,7 +155,7 @@ pub fn access_code_event(event_type: &str, access_code_id: &str, occurred_at: &s
 pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeyStatus) {
     let settings = settings(seam_url, extra);
     let status = SeamKeyStatus::default();
-    let seam = SeamClient::new(&settings.seam).unwrap();
+    let seam = SeamClient::new(&settings.seam).unwrap().paced(settings.worker.max_requests_per_second);
     let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
     (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone(), metrics), status)
 }
@@ -164,7 +164,7 @@ pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeySta
 pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKeyStatus) {
     let settings = settings(seam_url, extra);
     let status = SeamKeyStatus::default();
-    let seam = SeamClient::new(&settings.seam).unwrap();
+    let seam = SeamClient::new(&settings.seam).unwrap().paced(settings.worker.max_requests_per_second);
     let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
     let catch_up =
         CatchUp::new(pool.clone(), seam, settings.catch_up.clone(), settings.store_pins, status.clone(), metrics);

@@ -418,6 +418,8 @@ async fn an_older_fetch_never_overwrites_a_newer_one(pool: PgPool) {
         endpoint: seam_access_sync::seam::event::CodeEndpoint::Managed,
         device_id: Some("device_1"),
         workspace_id: None,
+        connected_account_id: None,
+        origin: mirror::Origin::Fetch,
         trigger: Default::default(),
         started_at,
     };
@@ -437,6 +439,7 @@ fn refetch(id: &str) -> queue::RefetchRequest<'_> {
         endpoint: seam_access_sync::seam::event::CodeEndpoint::Managed,
         device_id: Some("device_1"),
         workspace_id: Some("ws_1"),
+        connected_account_id: None,
         event: None,
         requests: 1,
     }
