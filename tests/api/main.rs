@@ -10,5 +10,6 @@ mod read_api_inputs;
 mod reconcile;
 mod signature;
 mod supervision;
+mod touching;
 mod webhook;
 mod worker;

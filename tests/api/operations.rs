@@ -44,9 +44,11 @@ async fn a_change_is_notified_on_access_code_changed(pool: PgPool) {
     assert_eq!(
         payloads,
         vec![
-            json!({"access_code_id": "ac_1", "change": "created", "previous_status": null, "status": "setting",
+            json!({"access_code_id": "ac_1", "change": "created", "changes": [], "origin": "fetch",
+                   "previous_status": null, "status": "setting",
                    "warnings": 0, "errors": 0, "event_type": "access_code.created"}),
-            json!({"access_code_id": "ac_1", "change": "changed", "previous_status": "setting", "status": "set",
+            json!({"access_code_id": "ac_1", "change": "changed", "changes": ["status_changed", "warnings_changed"],
+                   "origin": "fetch", "previous_status": "setting", "status": "set",
                    "warnings": 1, "errors": 0, "event_type": "access_code.set_on_device"}),
         ],
         "the third fetch changed nothing, so it is not notified"

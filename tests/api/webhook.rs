@@ -80,7 +80,7 @@ async fn every_access_code_event_type_even_a_new_one_is_queued(pool: PgPool) {
 async fn other_event_families_are_stored_as_ignored_and_never_queued(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let event =
-        json!({"event_id": "ev_dev", "event_type": "device.disconnected", "device_id": "d1", "workspace_id": "w"});
+        json!({"event_id": "ev_dev", "event_type": "device.low_battery", "device_id": "d1", "workspace_id": "w"});
     let response = app.deliver("msg_dev", &event.to_string()).await;
     assert_eq!(response.status(), StatusCode::OK);
     let action: String = sqlx::query_scalar("SELECT action FROM seam_events").fetch_one(&pool).await.unwrap();
