@@ -194,13 +194,30 @@ pub struct AccessCodeView {
     pub last_event_occurred_at: Option<DateTime<Utc>>,
     pub fetched_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The connected account of the code's device (from events and the device list).
+    pub connected_account_id: Option<String>,
+    /// When Seam created the code (Seam's `created_at`).
+    pub created_at: Option<DateTime<Utc>>,
+    /// Seam's flags, null when Seam did not say.
+    pub is_backup: Option<bool>,
+    pub is_backup_access_code_available: Option<bool>,
+    pub pulled_backup_access_code_id: Option<String>,
+    pub is_offline_access_code: Option<bool>,
+    pub is_one_time_use: Option<bool>,
+    pub is_waiting_for_code_assignment: Option<bool>,
+    pub is_scheduled_on_device: Option<bool>,
+    /// Changes Seam is still pushing to the device: `{mutation_code, message, created_at, …}`.
+    #[schema(value_type = Vec<Object>)]
+    pub pending_mutations: Jsonb<Value>,
 }
 
 /// The columns of `AccessCodeView`, for the list's query builder; `get_access_code`
 /// names them itself (checked at compile time against the struct).
 const VIEW_COLUMNS: &str = "access_code_id, device_id, workspace_id, name, type, status, is_managed, starts_at, \
      ends_at, warnings, errors, code, deleted_at, last_event_id, last_event_type, last_event_occurred_at, \
-     fetched_at, updated_at";
+     fetched_at, updated_at, connected_account_id, seam_created_at AS created_at, is_backup, \
+     is_backup_access_code_available, pulled_backup_access_code_id, is_offline_access_code, is_one_time_use, \
+     is_waiting_for_code_assignment, is_scheduled_on_device, pending_mutations";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccessCodePage {
@@ -213,6 +230,12 @@ pub struct AccessCodePage {
 pub struct HistoryEntry {
     /// `created`, `changed` or `deleted`.
     pub change: String,
+    /// For `changed`: what changed, of `status_changed`, `warnings_changed`,
+    /// `errors_changed`, `name_changed`, `time_frame_changed`, `code_changed` (the
+    /// PIN changed; never its value).
+    pub changes: Vec<String>,
+    /// `fetch` (one code fetched from Seam) or `import` (a device's code list).
+    pub origin: String,
     pub previous_status: Option<String>,
     pub status: Option<String>,
     #[schema(value_type = Vec<Object>)]
@@ -238,7 +261,7 @@ pub struct EventSummary {
 pub struct AccessCodeDetail {
     #[serde(flatten)]
     pub access_code: AccessCodeView,
-    /// Every change of status, warnings or errors, oldest first.
+    /// Every change (creation, deletion; status, warnings, errors, name, time frame, PIN), oldest first.
     pub history: Vec<HistoryEntry>,
     /// The 50 most recent events for the code, newest first.
     pub recent_events: Vec<EventSummary>,
@@ -662,7 +685,11 @@ pub async fn get_access_code(
         AccessCodeView,
         r#"SELECT access_code_id, device_id, workspace_id, name, type AS kind, status, is_managed, starts_at,
                 ends_at, warnings AS "warnings: Jsonb<Value>", errors AS "errors: Jsonb<Value>", code, deleted_at,
-                last_event_id, last_event_type, last_event_occurred_at, fetched_at, updated_at
+                last_event_id, last_event_type, last_event_occurred_at, fetched_at, updated_at,
+                connected_account_id, seam_created_at AS created_at, is_backup, is_backup_access_code_available,
+                pulled_backup_access_code_id, is_offline_access_code, is_one_time_use,
+                is_waiting_for_code_assignment, is_scheduled_on_device,
+                pending_mutations AS "pending_mutations: Jsonb<Value>"
          FROM access_codes WHERE access_code_id = $1"#,
         access_code_id,
     )
@@ -672,7 +699,7 @@ pub async fn get_access_code(
     let view = view.ok_or(ApiError::NotFound)?;
     let history = sqlx::query_as!(
         HistoryEntry,
-        r#"SELECT change, previous_status, status, warnings AS "warnings: Jsonb<Value>",
+        r#"SELECT change, changes, origin, previous_status, status, warnings AS "warnings: Jsonb<Value>",
                 errors AS "errors: Jsonb<Value>", event_id, event_type, event_occurred_at, fetched_at, created_at
          FROM access_code_history WHERE access_code_id = $1 ORDER BY id"#,
         access_code_id,

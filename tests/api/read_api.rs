@@ -159,6 +159,15 @@ async fn one_code_comes_with_its_history_and_events_and_without_its_pin(pool: Pg
     .execute(&pool)
     .await
     .unwrap();
+    sqlx::raw_sql(
+        "UPDATE access_code_history SET changes = '{status_changed,name_changed}' WHERE change = 'changed';
+         UPDATE access_codes SET connected_account_id = 'ca_1', seam_created_at = '2026-11-25T09:00:00Z',
+                is_backup_access_code_available = true, pending_mutations = '[{\"mutation_code\": \"creating\"}]'
+         WHERE access_code_id = 'ac_a'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO seam_events (event_id, event_type, access_code_id, action, payload)
          VALUES ('ev_1', 'access_code.set_on_device', 'ac_a', 'refetch', '{}')",
@@ -173,7 +182,14 @@ async fn one_code_comes_with_its_history_and_events_and_without_its_pin(pool: Pg
     assert_eq!(body["status"], "set");
     assert_eq!(body["history"].as_array().unwrap().len(), 2);
     assert_eq!(body["history"][1]["event_type"], "access_code.set_on_device");
+    assert_eq!(body["history"][1]["changes"], json!(["status_changed", "name_changed"]));
+    assert_eq!(body["history"][0]["origin"], "fetch");
     assert_eq!(body["recent_events"][0]["event_id"], "ev_1");
+    assert_eq!(body["connected_account_id"], "ca_1");
+    assert_eq!(body["created_at"], "2026-11-25T09:00:00Z");
+    assert_eq!(body["is_backup_access_code_available"], true);
+    assert_eq!(body["is_backup"], Value::Null);
+    assert_eq!(body["pending_mutations"][0]["mutation_code"], "creating");
     assert!(body.get("code").is_none(), "no PIN unless store_pins: {body}");
     assert!(!body.to_string().contains("1111"));
 
