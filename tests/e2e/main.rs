@@ -12,3 +12,4 @@ mod delivery;
 mod lifecycle;
 mod rig;
 mod signatures;
+mod touching;
