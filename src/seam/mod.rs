@@ -4,6 +4,7 @@
 //! here touches Postgres or HTTP serving.
 
 pub mod client;
+pub mod credential;
 pub mod event;
 pub mod redact;
 pub mod signature;
