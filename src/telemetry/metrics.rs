@@ -203,7 +203,7 @@ impl Metrics {
             Family::default() },
             catch_up_events: register! { "catch_up_events", "Events found by catch-up (the access_code, device and connected_account types it asks for), by kind: new (no webhook brought them) or seen",
             Family::default() },
-            sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound",
+            sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound, settled",
             Family::default() },
             task_failures: register! { "task_failures", "Panics and unexpected ends of background work, by task: a task restarted, or one step of it failed",
             Family::default() },

@@ -369,6 +369,8 @@ fn sweep_settings() -> SweepSettings {
         stuck_after_seconds: 900,
         stuck_max_interval_seconds: 6 * 3600,
         time_bound_grace_seconds: 30,
+        // Off here: its own tests below.
+        settled_interval_seconds: 0,
     }
 }
 
@@ -400,7 +402,7 @@ async fn a_code_stuck_in_setting_is_refetched_with_backoff(pool: PgPool) {
     mirrored(&pool, "long_stuck_due", "unknown", "ongoing", [&ago("6 hours"), &ago("10 hours"), "NULL", "NULL"]).await;
 
     let report = sweep_once(&pool, &sweep_settings()).await.unwrap();
-    assert_eq!(report, SweepReport { stuck: 3, time_bound: 0 });
+    assert_eq!(report, SweepReport { stuck: 3, time_bound: 0, settled: 0 });
     let queued: Vec<String> = sqlx::query_scalar("SELECT access_code_id FROM access_code_refetches ORDER BY 1")
         .fetch_all(&pool)
         .await
@@ -467,10 +469,107 @@ async fn time_bound_codes_are_refetched_after_they_start_and_end(pool: PgPool) {
     mirrored(&pool, "ended", "set", "time_bound", [&ago("1 hour"), &ago("1 day"), &ago("2 days"), &ago("2 minutes")])
         .await;
     let report = sweep_once(&pool, &sweep_settings()).await.unwrap();
-    assert_eq!(report, SweepReport { stuck: 0, time_bound: 2 });
+    assert_eq!(report, SweepReport { stuck: 0, time_bound: 2, settled: 0 });
     let queued: Vec<String> = sqlx::query_scalar("SELECT access_code_id FROM access_code_refetches ORDER BY 1")
         .fetch_all(&pool)
         .await
         .unwrap();
     assert_eq!(queued, vec!["ended", "started"]);
+}
+
+/// `count` settled codes `settled_0`… as fetches left them, `fetched` ago (SQL interval).
+async fn settled_codes(pool: &PgPool, prefix: &str, count: i32, fetched: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO access_codes (access_code_id, device_id, status, type, fetched_at, status_changed_at)
+         SELECT '{prefix}_' || i, 'device_1', CASE WHEN i % 5 = 0 THEN 'unset' ELSE 'set' END, 'ongoing',
+                now() - interval '{fetched}' + i * interval '1 millisecond', now() - interval '30 days'
+         FROM generate_series(1, {count}) AS i"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test]
+async fn settled_codes_are_refetched_a_steady_few_each_sweep_and_all_within_the_settled_interval(pool: PgPool) {
+    settled_codes(&pool, "old", 1_200, "2 days").await;
+    settled_codes(&pool, "recent", 50, "10 minutes").await;
+    mirrored(
+        &pool,
+        "gone",
+        "set",
+        "ongoing",
+        ["now() - interval '2 days'", "now() - interval '2 days'", "NULL", "NULL"],
+    )
+    .await;
+    sqlx::query("UPDATE access_codes SET deleted_at = now() WHERE access_code_id = 'gone'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let settings = SweepSettings { settled_interval_seconds: 3600, ..sweep_settings() };
+    // 1,250 settled codes, a sweep a minute, each once an hour: 1250 / 60 ≈ 21 a sweep, plus a tenth.
+    let bound = (1_250.0 * 1.1 / 60.0_f64).ceil() as usize;
+    assert_eq!(bound, 23);
+    let seam = seam_with_log(vec![]).await;
+    let (worker, _) = worker(&pool, &seam.url(), "");
+
+    let mut per_sweep = Vec::new();
+    for minute in 0..60 {
+        let report = sweep_once(&pool, &settings).await.unwrap();
+        assert_eq!((report.stuck, report.time_bound), (0, 0));
+        assert!(report.settled <= bound, "minute {minute}: {} queued, at most {bound}", report.settled);
+        per_sweep.push(report.settled);
+        let queued: Vec<String> =
+            sqlx::query_scalar("SELECT access_code_id FROM access_code_refetches").fetch_all(&pool).await.unwrap();
+        assert_eq!(queued.len(), report.settled);
+        if minute < 45 {
+            assert!(queued.iter().all(|id| id.starts_with("old_")), "minute {minute}: recently fetched ones wait");
+        }
+        worker.drain().await.unwrap();
+        // A minute passes.
+        sqlx::query("UPDATE access_codes SET fetched_at = fetched_at - interval '60 seconds'")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let calls = seam.calls_per_code();
+    assert_eq!(calls.len(), 1_250, "every settled code within the hour: {per_sweep:?}");
+    assert!(calls.values().all(|n| *n == 1), "each once");
+    assert!(!calls.contains_key("gone"), "deleted codes are not swept");
+    assert!(per_sweep[..50].iter().all(|n| *n >= 20), "a steady trickle while codes are due: {per_sweep:?}");
+    println!("settled sweep of 1,250 codes, a sweep a minute, hourly: queued per sweep {per_sweep:?}");
+
+    // An hour after the first ones, they come round again, at the same pace.
+    let report = sweep_once(&pool, &settings).await.unwrap();
+    assert!(report.settled > 0 && report.settled <= bound, "{report:?}");
+}
+
+#[sqlx::test]
+async fn the_settled_sweep_leaves_queued_and_stuck_codes_alone_and_0_turns_it_off(pool: PgPool) {
+    settled_codes(&pool, "old", 30, "2 days").await;
+    mirrored(
+        &pool,
+        "stuck",
+        "setting",
+        "ongoing",
+        ["now() - interval '5 minutes'", "now() - interval '2 days'", "NULL", "NULL"],
+    )
+    .await;
+    let off = sweep_settings();
+    assert_eq!(sweep_once(&pool, &off).await.unwrap(), SweepReport::default(), "0: off");
+    assert_eq!(count(&pool, "access_code_refetches").await, 0);
+
+    // Thirty codes, each once every 10 minutes, a sweep a minute: 3.3 a sweep, 4 with the margin.
+    let on = SweepSettings { settled_interval_seconds: 600, ..sweep_settings() };
+    let first = sweep_once(&pool, &on).await.unwrap();
+    assert_eq!(first, SweepReport { stuck: 0, time_bound: 0, settled: 4 });
+    let second = sweep_once(&pool, &on).await.unwrap();
+    assert_eq!(second.settled, 4, "the next ones, not those already queued");
+    let queued: Vec<String> = sqlx::query_scalar("SELECT access_code_id FROM access_code_refetches ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let oldest: Vec<String> =
+        ["old_1", "old_2", "old_3", "old_4", "old_5", "old_6", "old_7", "old_8"].map(String::from).into();
+    assert_eq!(queued, oldest, "longest unfetched first, never a stuck code");
 }
