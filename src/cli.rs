@@ -9,7 +9,7 @@ use crate::app::Application;
 use crate::config::Settings;
 use crate::seam::event::CodeEndpoint;
 use crate::store;
-use crate::store::admin;
+use crate::store::admin::{self, CatchUpRun};
 
 /// Receives Seam access_code.* webhooks and mirrors each code's status, warnings
 /// and errors in Postgres. Settings: config/*.toml and the environment (README).
@@ -224,6 +224,7 @@ async fn status(settings: Settings, json: bool) -> Outcome {
             "last_webhook_at": s.last_webhook_at, "mirrored_codes": s.mirrored_codes,
             "catch_up": {
                 "high_water_mark": s.catch_up_high_water_mark, "last_success_at": s.catch_up_last_success_at,
+                "last_run_at": s.catch_up_last_run_at, "last_outcome": s.catch_up_last_outcome,
                 "last_events_found": s.catch_up_last_events_found, "last_events_new": s.catch_up_last_events_new,
                 "last_error": s.catch_up_last_error,
             },
@@ -240,16 +241,23 @@ async fn status(settings: Settings, json: bool) -> Outcome {
         None => println!("last webhook        never"),
     }
     println!("mirrored codes      {}", s.mirrored_codes);
-    match s.catch_up_last_success_at {
-        Some(at) => println!(
-            "catch-up            last success {} ({} ago): {} event(s) found, {} new; newest event {}",
+    match (s.catch_up_last_run_at, s.catch_up_last_outcome) {
+        (Some(at), Some(outcome)) => println!(
+            "catch-up            last run {} {outcome}{}: {} event(s) found, {} new; log read up to {} ({} ago)",
             at.to_rfc3339(),
-            seconds(s.catch_up_success_age_seconds),
+            if outcome == CatchUpRun::Partial { " (page cap reached; the next run goes on)" } else { "" },
             s.catch_up_last_events_found,
             s.catch_up_last_events_new,
             s.catch_up_high_water_mark.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+            seconds(s.catch_up_mark_age_seconds),
         ),
-        None => println!("catch-up            never ran"),
+        _ => println!("catch-up            never ran"),
+    }
+    match s.catch_up_last_success_at {
+        Some(at) => {
+            println!("caught up           {} ({} ago)", at.to_rfc3339(), seconds(s.catch_up_success_age_seconds))
+        }
+        None => println!("caught up           never"),
     }
     if let Some(error) = &s.catch_up_last_error {
         println!("catch-up error      {error}");

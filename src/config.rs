@@ -30,6 +30,9 @@ const SEAM_ENV_NAMES: &[(&str, &str)] = &[
     ("API_TOKEN", "api.tokens"),
 ];
 
+/// Shortest `sweep.settled_interval_seconds` other than 0 (off).
+pub const MIN_SETTLED_INTERVAL_SECONDS: u64 = 600;
+
 /// Shortest webhook secret accepted, in bytes after decoding.
 pub const MIN_SECRET_BYTES: usize = 24;
 /// Shortest read-API token accepted, in characters.
@@ -67,6 +70,9 @@ pub struct SweepSettings {
     pub stuck_after_seconds: u64,
     pub stuck_max_interval_seconds: u64,
     pub time_bound_grace_seconds: u64,
+    /// Every code that exists and is not stuck is re-fetched once its last fetch is
+    /// this old, a few each sweep (0: off).
+    pub settled_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +226,14 @@ impl Settings {
         }
         if self.seam.max_response_bytes < MIN_SEAM_RESPONSE_BYTES {
             bail!("seam.max_response_bytes must be at least {MIN_SEAM_RESPONSE_BYTES}");
+        }
+        if self.sweep.settled_interval_seconds != 0
+            && self.sweep.settled_interval_seconds < MIN_SETTLED_INTERVAL_SECONDS
+        {
+            bail!(
+                "sweep.settled_interval_seconds must be 0 (off) or at least {MIN_SETTLED_INTERVAL_SECONDS}: \
+                 re-fetching every code more often is a stream of calls, not a safety net"
+            );
         }
         if self.catch_up.page_limit == 0 {
             bail!("catch_up.page_limit must be at least 1");
@@ -394,6 +408,18 @@ mod tests {
         assert!(err.to_string().contains("seam.max_response_bytes"), "{err}");
         let settings = Settings::from_toml(&[VALID, "[seam]\nmax_response_bytes = 4096"]).unwrap();
         assert_eq!(settings.seam.max_response_bytes, 4096);
+    }
+
+    #[test]
+    fn the_settled_sweep_is_off_or_at_least_ten_minutes_apart() {
+        assert_eq!(checked(VALID).unwrap().sweep.settled_interval_seconds, 6 * 3600);
+        for (value, accepted) in [(0, true), (1, false), (599, false), (600, true), (86_400, true)] {
+            let result = Settings::from_toml(&[VALID, &format!("[sweep]\nsettled_interval_seconds = {value}")]);
+            assert_eq!(result.is_ok(), accepted, "{value}: {:?}", result.err());
+            if let Err(e) = result {
+                assert!(e.to_string().contains("sweep.settled_interval_seconds"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,18 @@
 //! Catch-up from Seam's event log: webhooks give up after about 28 hours (and never
-//! arrive while a secret is wrong), `/events/list` does not. Each run reads the
-//! `access_code.*` events created since the newest one seen (less an overlap) and
-//! feeds them into the same pipeline as webhooks: deduplicated by `event_id`,
-//! coalesced into re-fetches.
+//! arrive while a secret is wrong), `/events/list` does not. Each run reads the events
+//! of the types the service acts on (`listed_event_types`) created since the mark (less
+//! an overlap) and feeds them into the same pipeline as webhooks: deduplicated by
+//! `event_id`, coalesced into re-fetches.
+//!
+//! It walks forward in time, one window at a time. A full answer (`page_limit` events)
+//! may have left events out, so its window is halved until answers are short; each
+//! complete window's events are stored and the mark moves to the window's end, so a
+//! run that stops (at its page cap, or on an error) keeps what it read and the next run
+//! goes on from there: a busy log takes several runs, never the same window forever.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -15,14 +21,20 @@ use super::periodic;
 use crate::config::CatchUpSettings;
 use crate::seam::SeamKeyStatus;
 use crate::seam::client::{EventWindow, ListError, SeamClient};
-use crate::seam::event::{SeamEvent, parse_time, refetch_endpoint};
-use crate::store::intake::{self, Stored};
+use crate::seam::event::{SeamEvent, listed_event_types, parse_time};
+use crate::store::intake::{self, Incoming, Stored};
 use crate::telemetry::metrics::{CatchUpEvent, CatchUpRun, KindLabel, Metrics, Task};
 
 /// The advisory lock that lets one replica at a time run catch-up.
 const LOCK_KEY: i64 = 0x5ea3_ca7c;
-/// Upper bound on `/events/list` calls in one run.
-const MAX_PAGES: usize = 200;
+/// Upper bound on `/events/list` calls in one run. A run that reaches it ends with its
+/// progress saved (a partial run); the next run goes on from the mark.
+pub const MAX_PAGES: usize = 200;
+
+/// The finest split of a window: Seam's times are in milliseconds.
+fn tick() -> Duration {
+    Duration::milliseconds(1)
+}
 
 #[derive(Clone)]
 pub struct CatchUp {
@@ -38,11 +50,20 @@ pub struct CatchUp {
 pub enum RunOutcome {
     /// Another replica holds the catch-up lock.
     Skipped,
-    Completed {
-        found: usize,
-        new: usize,
-        high_water_mark: Option<DateTime<Utc>>,
-    },
+    /// The log was read up to the time the run started (`high_water_mark`).
+    Completed { found: usize, new: usize, high_water_mark: Option<DateTime<Utc>> },
+    /// The run reached its page cap (`MAX_PAGES` calls): what it read is stored and the
+    /// mark is at the end of its last complete window; the next run goes on from there.
+    Partial { found: usize, new: usize, high_water_mark: Option<DateTime<Utc>> },
+}
+
+/// What a run has done so far, kept when it fails half-way.
+#[derive(Debug, Default)]
+struct Progress {
+    found: usize,
+    new: usize,
+    pages: usize,
+    mark: Option<DateTime<Utc>>,
 }
 
 impl CatchUp {
@@ -63,101 +84,76 @@ impl CatchUp {
             self.count_run(CatchUpRun::Skipped);
             return Ok(RunOutcome::Skipped);
         };
-        let result = self.run_locked().await;
+        let mut progress = Progress::default();
+        let result = self.run_locked(&mut progress).await;
         lock.release().await;
-        match &result {
-            Ok(_) => self.count_run(CatchUpRun::Completed),
-            Err(e) => {
-                self.count_run(CatchUpRun::Failed);
-                let _ = sqlx::query!(
-                    "UPDATE catch_up_state SET last_run_at = now(), last_error = $1, updated_at = now() WHERE id = 1",
-                    format!("{e:#}"),
-                )
-                .execute(&self.pool)
-                .await;
+        let (outcome, error) = match &result {
+            Ok(RunOutcome::Partial { .. }) => (CatchUpRun::Partial, None),
+            Ok(_) => (CatchUpRun::Completed, None),
+            Err(e) => (CatchUpRun::Failed, Some(format!("{e:#}"))),
+        };
+        self.count_run(outcome);
+        let recorded = sqlx::query!(
+            "UPDATE catch_up_state SET last_run_at = now(), last_outcome = $1,
+                 last_success_at = CASE WHEN $1 = 'completed' THEN now() ELSE last_success_at END,
+                 last_events_found = $2, last_events_new = $3, last_error = $4, updated_at = now()
+             WHERE id = 1",
+            outcome as CatchUpRun,
+            progress.found as i32,
+            progress.new as i32,
+            error,
+        )
+        .execute(&self.pool)
+        .await;
+        match (result, recorded) {
+            (Ok(outcome), Err(e)) => {
+                Err(anyhow::Error::new(e).context(format!("recording the catch-up run ({outcome:?})")))
             }
+            (result, _) => result,
         }
-        result
     }
 
-    async fn run_locked(&self) -> anyhow::Result<RunOutcome> {
+    async fn run_locked(&self, progress: &mut Progress) -> anyhow::Result<RunOutcome> {
         let mark: Option<DateTime<Utc>> =
             sqlx::query_scalar!("SELECT high_water_mark FROM catch_up_state WHERE id = 1")
                 .fetch_one(&self.pool)
                 .await?;
-        let since = match mark {
-            Some(mark) => mark - chrono::Duration::seconds(self.settings.overlap_seconds as i64),
-            None => Utc::now() - chrono::Duration::hours(self.settings.initial_lookback_hours as i64),
+        progress.mark = mark;
+        let end = to_millis(Utc::now());
+        let from = match mark {
+            Some(mark) => mark - Duration::seconds(self.settings.overlap_seconds as i64),
+            None => end - Duration::hours(self.settings.initial_lookback_hours as i64),
         };
-        let events = self.fetch_since(since).await?;
-        let (mut found, mut new, mut newest) = (0, 0, mark);
-        for raw in &events {
-            newest = newest.max(created_at(raw));
-            if raw.get("event_type").and_then(Value::as_str).and_then(refetch_endpoint).is_none() {
-                continue;
+        let types = listed_event_types();
+        let limit = self.settings.page_limit as usize;
+        let mut start = to_millis(from);
+        // The span asked for next: halved after a full answer, sized after a short one
+        // to hold about half a page at the density it showed.
+        let mut span = end - start;
+        while start < end {
+            if progress.pages == MAX_PAGES {
+                tracing::warn!(
+                    pages = MAX_PAGES,
+                    high_water_mark = ?progress.mark,
+                    "catch-up: stopping at the page cap with its progress saved; the next run goes on from the mark"
+                );
+                let Progress { found, new, mark, .. } = *progress;
+                return Ok(RunOutcome::Partial { found, new, high_water_mark: mark });
             }
-            found += 1;
-            let event = match SeamEvent::parse(&serde_json::to_vec(raw)?, self.store_pins) {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::warn!(error = %e, "catch-up: skipping an event Seam listed that is not a valid event");
-                    continue;
-                }
-            };
-            if intake::store_event(&self.pool, None, &event).await? == Stored::New {
-                new += 1;
-            }
-        }
-        self.metrics.catch_up_events.get_or_create(&KindLabel { kind: CatchUpEvent::New }).inc_by(new as u64);
-        self.metrics
-            .catch_up_events
-            .get_or_create(&KindLabel { kind: CatchUpEvent::Seen })
-            .inc_by((found - new) as u64);
-        sqlx::query!(
-            "UPDATE catch_up_state SET high_water_mark = $1, last_run_at = now(), last_success_at = now(),
-                 last_events_found = $2, last_events_new = $3, last_error = NULL, updated_at = now()
-             WHERE id = 1",
-            newest,
-            found as i32,
-            new as i32,
-        )
-        .execute(&self.pool)
-        .await?;
-        if new > 0 {
-            tracing::info!(found, new, "catch-up found events no webhook delivered");
-        }
-        Ok(RunOutcome::Completed { found, new, high_water_mark: newest })
-    }
-
-    /// Every event created after `since`. A full page may have left events out at
-    /// either end (the order Seam lists in is not promised), so the window is split
-    /// around what came back until every answer is short of the limit. A page over
-    /// `seam.max_response_bytes` is asked for again as two halves of its window.
-    async fn fetch_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<Value>> {
-        let limit = self.settings.page_limit;
-        let mut windows = vec![EventWindow::Since(since)];
-        let mut events = Vec::new();
-        let mut pages = 0;
-        while let Some(window) = windows.pop() {
-            pages += 1;
-            anyhow::ensure!(pages <= MAX_PAGES, "more than {MAX_PAGES} pages of events; raise catch_up.page_limit");
-            let tick = chrono::Duration::milliseconds(1);
-            let batch = match self.seam.list_events(window, limit).await {
+            progress.pages += 1;
+            let window_end = (start + span).min(end);
+            // `between` excludes both ends: from a tick before `start`, so that an event
+            // at `start` is read (again: the last window ended there, exclusive).
+            let window = EventWindow::Between(start - tick(), window_end);
+            let batch = match self.seam.list_events(window, &types, limit as u32).await {
                 Ok(batch) => batch,
                 Err(e @ ListError::TooLarge { .. }) => {
-                    let (start, end) = match window {
-                        EventWindow::Since(start) => (start, None),
-                        EventWindow::Between(start, end) => (start, Some(end)),
-                    };
-                    let half = (end.unwrap_or_else(Utc::now) - start) / 2;
-                    anyhow::ensure!(half > tick, "/events/list failed: {e}, even for a window of a few milliseconds");
+                    anyhow::ensure!(
+                        window_end - start > tick(),
+                        "/events/list failed: {e}, even for a window of a few milliseconds"
+                    );
                     tracing::warn!(%start, "catch-up: an /events/list page over seam.max_response_bytes; splitting its window");
-                    let middle = start + half;
-                    windows.push(EventWindow::Between(start, middle + tick));
-                    windows.push(match end {
-                        None => EventWindow::Since(middle - tick),
-                        Some(end) => EventWindow::Between(middle - tick, end),
-                    });
+                    span = half(window_end - start);
                     continue;
                 }
                 Err(ListError::KeyRejected { status, message }) => {
@@ -167,28 +163,66 @@ impl CatchUp {
                 Err(ListError::Failed(reason)) => anyhow::bail!("/events/list failed: {reason}"),
             };
             self.key_status.accepted();
-            if batch.len() >= limit as usize {
+            let mut done = window_end;
+            if batch.len() >= limit {
                 let times: Vec<DateTime<Utc>> = batch.iter().filter_map(created_at).collect();
                 let (Some(&earliest), Some(&latest)) = (times.iter().min(), times.iter().max()) else {
                     anyhow::bail!("/events/list returned a full page without created_at times");
                 };
-                let (start, end) = match window {
-                    EventWindow::Since(start) => (start, None),
-                    EventWindow::Between(start, end) => (start, Some(end)),
-                };
-                if earliest == latest {
+                let one_time = earliest == latest;
+                if window_end - start <= tick() || (one_time && earliest < start + tick()) {
+                    // Nothing smaller to ask for: take the page and go on.
                     tracing::warn!(%earliest, "catch-up: more than page_limit events share one time; some may be missed");
+                    done = (start + tick()).min(window_end);
                 } else {
-                    windows.push(EventWindow::Between(start, earliest + tick));
-                    windows.push(match end {
-                        None => EventWindow::Since(latest - tick),
-                        Some(end) => EventWindow::Between(latest - tick, end),
-                    });
+                    // All at one later time: everything before it first, then it alone.
+                    span = if one_time { to_millis(earliest) - start } else { half(window_end - start) };
+                    continue;
+                }
+            } else {
+                span = next_span(window_end - start, batch.len(), limit);
+            }
+            self.store_window(progress, &batch).await?;
+            sqlx::query!(
+                "UPDATE catch_up_state SET high_water_mark = GREATEST(high_water_mark, $1), updated_at = now()
+                 WHERE id = 1",
+                done,
+            )
+            .execute(&self.pool)
+            .await?;
+            progress.mark = progress.mark.max(Some(done));
+            start = done;
+        }
+        if progress.new > 0 {
+            tracing::info!(found = progress.found, new = progress.new, "catch-up found events no webhook delivered");
+        }
+        let Progress { found, new, mark, .. } = *progress;
+        Ok(RunOutcome::Completed { found, new, high_water_mark: mark })
+    }
+
+    /// Stores one complete window's events in one transaction (each once, by
+    /// `event_id`, and queued as a webhook's would be).
+    async fn store_window(&self, progress: &mut Progress, batch: &[Value]) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(batch.len());
+        for raw in batch {
+            match SeamEvent::parse(&serde_json::to_vec(raw)?, self.store_pins) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up: skipping an event Seam listed that is not a valid event")
                 }
             }
-            events.extend(batch);
         }
-        Ok(events)
+        let incoming: Vec<Incoming> = events.iter().map(|event| Incoming { delivery_id: None, event }).collect();
+        let stored = intake::store_events(&self.pool, &incoming).await?;
+        let new = stored.iter().filter(|s| **s == Stored::New).count();
+        progress.found += stored.len();
+        progress.new += new;
+        self.metrics.catch_up_events.get_or_create(&KindLabel { kind: CatchUpEvent::New }).inc_by(new as u64);
+        self.metrics
+            .catch_up_events
+            .get_or_create(&KindLabel { kind: CatchUpEvent::Seen })
+            .inc_by((stored.len() - new) as u64);
+        Ok(())
     }
 
     fn count_run(&self, outcome: CatchUpRun) {
@@ -254,6 +288,26 @@ impl RunLock {
         let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", LOCK_KEY).fetch_one(&mut self.conn).await;
         let _ = self.conn.close().await;
     }
+}
+
+/// The span to ask for after a short answer of `count` events for a window of
+/// `span`: about half a page at that density, at most eight times as long (a quiet
+/// stretch says little about the next one), in whole milliseconds.
+fn next_span(span: Duration, count: usize, limit: usize) -> Duration {
+    let span = span.num_milliseconds().max(1);
+    let target = (limit as i64 / 2).max(1);
+    let sized = span.saturating_mul(target) / (count as i64).max(1);
+    Duration::milliseconds(sized.clamp(1, span.saturating_mul(8)))
+}
+
+/// Half of a window's span, in whole milliseconds, at least one.
+fn half(span: Duration) -> Duration {
+    Duration::milliseconds((span.num_milliseconds() / 2).max(1))
+}
+
+/// `time` without its sub-millisecond part.
+fn to_millis(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.duration_trunc(tick()).unwrap_or(time)
 }
 
 fn created_at(event: &Value) -> Option<DateTime<Utc>> {

@@ -265,9 +265,16 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<V
 }
 
 impl SeamClient {
-    /// `POST /events/list` for one window, at most `limit` events.
-    pub async fn list_events(&self, window: EventWindow, limit: u32) -> Result<Vec<Value>, ListError> {
-        let mut body = serde_json::json!({ "limit": limit });
+    /// `POST /events/list` for one window, at most `limit` events, of `event_types`
+    /// only (every one a value of the `event_types` enum Seam publishes: the live API
+    /// may refuse others).
+    pub async fn list_events(
+        &self,
+        window: EventWindow,
+        event_types: &[&str],
+        limit: u32,
+    ) -> Result<Vec<Value>, ListError> {
+        let mut body = serde_json::json!({ "event_types": event_types, "limit": limit });
         match window {
             EventWindow::Since(since) => body["since"] = since.to_rfc3339().into(),
             EventWindow::Between(from, to) => body["between"] = serde_json::json!([from.to_rfc3339(), to.to_rfc3339()]),

@@ -7,6 +7,19 @@ use sqlx::PgPool;
 use crate::seam::event::CodeEndpoint;
 use crate::store::queue::{self, REFETCH_CHANNEL, RefetchRequest};
 
+crate::text_enum::text_enum! {
+    /// How a catch-up run ended (`catch_up_state.last_outcome`, and a metric label).
+    pub enum CatchUpRun {
+        /// Read the log up to the run's start.
+        Completed = "completed",
+        /// Stopped at the page cap with its progress saved; the next run goes on.
+        Partial = "partial",
+        /// Another replica ran it (never stored).
+        Skipped = "skipped",
+        Failed = "failed",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStatus {
     /// Re-fetches not dead-lettered: waiting, backing off or in flight.
@@ -24,6 +37,9 @@ pub struct QueueStatus {
     pub catch_up_mark_age_seconds: Option<f64>,
     pub catch_up_last_success_at: Option<DateTime<Utc>>,
     pub catch_up_success_age_seconds: Option<f64>,
+    pub catch_up_last_run_at: Option<DateTime<Utc>>,
+    /// `completed`, `partial` (stopped at the page cap, progress saved) or `failed`.
+    pub catch_up_last_outcome: Option<CatchUpRun>,
     pub catch_up_last_events_found: i32,
     pub catch_up_last_events_new: i32,
     pub catch_up_last_error: Option<String>,
@@ -41,6 +57,8 @@ pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
             EXTRACT(EPOCH FROM now() - c.high_water_mark)::float8 AS catch_up_mark_age_seconds,
             c.last_success_at AS catch_up_last_success_at,
             EXTRACT(EPOCH FROM now() - c.last_success_at)::float8 AS catch_up_success_age_seconds,
+            c.last_run_at AS catch_up_last_run_at,
+            c.last_outcome AS "catch_up_last_outcome: CatchUpRun",
             c.last_events_found AS catch_up_last_events_found,
             c.last_events_new AS catch_up_last_events_new,
             c.last_error AS catch_up_last_error

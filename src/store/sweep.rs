@@ -13,6 +13,8 @@ crate::text_enum::text_enum! {
         Stuck = "stuck",
         /// Past its `starts_at` or `ends_at`.
         TimeBound = "time_bound",
+        /// Any other code that exists, not fetched for `settled_interval_seconds`.
+        Settled = "settled",
     }
 }
 
@@ -57,4 +59,46 @@ pub async fn due(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result<Vec<Du
     )
     .fetch_all(pool)
     .await
+}
+
+/// Of the codes that exist and are not stuck (`set`, `unset`: settled), those whose last
+/// fetch is older than `settled_interval_seconds`, longest unfetched first, but only this
+/// sweep's share: `SETTLED_MARGIN` × settled codes × `interval_seconds` /
+/// `settled_interval_seconds`, so that each code comes round once per settled interval
+/// in a steady trickle of fetches. Codes already queued are left out. Nothing when
+/// either interval is 0.
+pub async fn settled_due(pool: &PgPool, settings: &SweepSettings) -> sqlx::Result<Vec<Due>> {
+    let Some(share) = settled_share(settings) else { return Ok(Vec::new()) };
+    sqlx::query_as!(
+        Due,
+        r#"
+        WITH settled AS (
+            SELECT count(*) AS codes FROM access_codes
+            WHERE deleted_at IS NULL AND status NOT IN ('setting', 'removing', 'unknown')
+        )
+        SELECT access_code_id, device_id, workspace_id,
+               CASE WHEN is_managed THEN 'managed' ELSE 'unmanaged' END AS "endpoint!: CodeEndpoint",
+               'settled' AS "kind!: SweepKind"
+        FROM access_codes a
+        WHERE deleted_at IS NULL
+          AND status NOT IN ('setting', 'removing', 'unknown')
+          AND fetched_at < now() - make_interval(secs => $1::float8)
+          AND NOT EXISTS (SELECT 1 FROM access_code_refetches r WHERE r.access_code_id = a.access_code_id)
+        ORDER BY fetched_at
+        LIMIT (SELECT ceil(codes * $2::float8)::bigint FROM settled)
+        "#,
+        settings.settled_interval_seconds as f64,
+        share,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How much more than the bare rate the settled sweep queues, to keep up as codes are added.
+pub const SETTLED_MARGIN: f64 = 1.1;
+
+/// The fraction of the settled codes one sweep may queue (`None`: the sweep is off).
+pub fn settled_share(settings: &SweepSettings) -> Option<f64> {
+    (settings.settled_interval_seconds > 0 && settings.interval_seconds > 0)
+        .then(|| SETTLED_MARGIN * settings.interval_seconds as f64 / settings.settled_interval_seconds as f64)
 }

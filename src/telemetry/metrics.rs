@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::seam::client::FetchKind;
 use crate::seam::event::CodeEndpoint;
+pub use crate::store::admin::CatchUpRun;
 use crate::store::admin::QueueStatus;
 use crate::store::sweep::SweepKind;
 
@@ -47,10 +48,6 @@ crate::text_enum::text_enum! {
         /// Another worker took the claim over.
         ClaimLost = "claim_lost",
     }
-}
-
-crate::text_enum::text_enum! {
-    pub enum CatchUpRun { Completed = "completed", Skipped = "skipped", Failed = "failed" }
 }
 
 crate::text_enum::text_enum! {
@@ -202,15 +199,15 @@ impl Metrics {
             Family::default() },
             worker_errors: register! { "worker_errors", "Worker failures that are not Seam's answers: step (database), claim_lost",
             Family::default() },
-            catch_up_runs: register! { "catch_up_runs", "Catch-up runs from Seam's event log by kind: completed, skipped (another replica), failed",
+            catch_up_runs: register! { "catch_up_runs", "Catch-up runs from Seam's event log by kind: completed, partial (stopped at the page cap, progress saved), skipped (another replica), failed",
             Family::default() },
-            catch_up_events: register! { "catch_up_events", "access_code.* events found by catch-up, by kind: new (no webhook brought them) or seen",
+            catch_up_events: register! { "catch_up_events", "Events found by catch-up (the access_code, device and connected_account types it asks for), by kind: new (no webhook brought them) or seen",
             Family::default() },
-            sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound",
+            sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound, settled",
             Family::default() },
             task_failures: register! { "task_failures", "Panics and unexpected ends of background work, by task: a task restarted, or one step of it failed",
             Family::default() },
-            catch_up_mark_age: register! { "catch_up_high_water_mark_age_seconds", "Age of the newest event catch-up has seen in Seam's log (-1: none yet)",
+            catch_up_mark_age: register! { "catch_up_high_water_mark_age_seconds", "How far behind catch-up is: age of the time up to which it has read Seam's log (-1: not yet)",
             GaugeF64::default() },
             catch_up_success_age: register! { "catch_up_last_success_age_seconds", "Since the last successful catch-up run (-1: none yet)",
             GaugeF64::default() },

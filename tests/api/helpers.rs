@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
 use seam_access_sync::app::Application;
 use seam_access_sync::clock::FixedClock;
 use seam_access_sync::config::Settings;
@@ -19,6 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use wiremock::{Request, ResponseTemplate};
 
 pub use test_kit::logs::captured as captured_logs;
 pub use test_kit::{NEW_SECRET, SECRET, eventually, sign, svix_headers};
@@ -237,4 +239,31 @@ pub fn postgres_address(pool: &PgPool) -> SocketAddr {
     let host = options.get_host();
     let host = if host == "localhost" || host.starts_with('/') { "127.0.0.1" } else { host };
     format!("{host}:{}", options.get_port()).parse().expect("postgres address")
+}
+
+/// `/events/list` as the live API serves it, for a wiremock server: events of the
+/// `event_types` asked for, created in the window, newest first, at most `limit`.
+pub fn event_log(events: Vec<Value>) -> impl Fn(&Request) -> ResponseTemplate + Send + Sync + 'static {
+    move |request: &Request| {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let time = |v: &Value| v.as_str().map(|t| t.parse::<DateTime<Utc>>().unwrap());
+        let (from, to) = match (&body["since"], &body["between"]) {
+            (since, Value::Null) => (time(since), None),
+            (_, between) => (time(&between[0]), time(&between[1])),
+        };
+        let types: Vec<&str> = body["event_types"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let limit = body["limit"].as_u64().unwrap_or(500) as usize;
+        let mut listed: Vec<Value> = events
+            .iter()
+            .filter(|e| types.is_empty() || e["event_type"].as_str().is_some_and(|t| types.contains(&t)))
+            .filter(|e| {
+                let created = time(&e["created_at"]).unwrap();
+                from.is_none_or(|f| created > f) && to.is_none_or(|t| created < t)
+            })
+            .cloned()
+            .collect();
+        listed.sort_by_key(|e| std::cmp::Reverse(e["created_at"].as_str().unwrap().to_owned()));
+        listed.truncate(limit);
+        ResponseTemplate::new(200).set_body_json(json!({ "events": listed, "ok": true }))
+    }
 }

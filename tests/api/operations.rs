@@ -320,3 +320,22 @@ async fn reconcile_all_queues_every_code_that_still_exists(pool: PgPool) {
     let status: Value = serde_json::from_str(&stdout(&cli(&pool, &["status", "--json"]))).unwrap();
     assert!(status["catch_up"]["last_success_at"].is_null(), "{status}");
 }
+
+#[sqlx::test]
+async fn status_says_when_catch_up_stopped_at_its_page_cap(pool: PgPool) {
+    let text = stdout(&cli(&pool, &["status"]));
+    assert!(text.contains("catch-up            never ran"), "{text}");
+    sqlx::query(
+        "UPDATE catch_up_state SET last_run_at = now(), last_outcome = 'partial', last_events_found = 40000,
+             last_events_new = 39000, high_water_mark = now() - interval '2 hours'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let text = stdout(&cli(&pool, &["status"]));
+    assert!(text.contains("partial (page cap reached; the next run goes on)"), "{text}");
+    assert!(text.contains("40000 event(s) found, 39000 new") && text.contains("caught up           never"), "{text}");
+    let status: Value = serde_json::from_str(&stdout(&cli(&pool, &["status", "--json"]))).unwrap();
+    assert_eq!(status["catch_up"]["last_outcome"], "partial", "{status}");
+    assert!(status["catch_up"]["last_success_at"].is_null(), "{status}");
+}
