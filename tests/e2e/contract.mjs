@@ -312,6 +312,12 @@ export function checkResponse(method, path, status, body) {
   return out
 }
 
+// The document's schema of one event type (a branch of `components.schemas.event`), or
+// undefined for a type it does not list.
+export function eventSchema(eventType) {
+  return openapi.components.schemas.event.oneOf.find((branch) => branch.properties?.event_type?.enum?.includes(eventType))
+}
+
 export const violationsOf = (findings) => findings.filter((f) => f.level === 'violation')
 export const format = (f) =>
   `${f.level === 'note' ? 'note' : 'VIOLATION'} ${f.method} ${f.path}${f.status != null ? ` → ${f.status}` : ''}: ${f.where}: ${f.message}`

@@ -84,12 +84,14 @@ export async function startFront({ db, fakeUrl, host, log }) {
     })
   }
 
-  // The fake's authentication, as for any route: its `/workspaces/get` with the caller's
-  // headers. Returns `{workspace_id}` or `{answer}` (the fake's 401 and friends).
+  // The fake's authentication, as for its other routes: its `/devices/list` (limit 1)
+  // with the caller's headers (its `/workspaces/get` answers an unknown key differently,
+  // see that route). Returns `{workspace_id}` or `{answer}` (the fake's 401 and friends).
   async function auth(ctx) {
-    const answer = await forward('GET', '/workspaces/get', ctx.headers, Buffer.alloc(0))
+    const answer = await forward('GET', '/devices/list?limit=1', ctx.headers, Buffer.alloc(0))
     if (answer.status !== 200) return { answer }
-    return { workspace_id: answer.json?.workspace?.workspace_id }
+    const workspaces = await forward('GET', '/workspaces/get', ctx.headers, Buffer.alloc(0))
+    return { workspace_id: workspaces.json?.workspace?.workspace_id }
   }
 
   // A JSON POST to the fake with the caller's headers.
@@ -231,6 +233,19 @@ export async function startFront({ db, fakeUrl, host, log }) {
       if (answer.status !== 200 || !Array.isArray(answer.json?.events)) return answer
       const max = limit == null ? 500 : Math.floor(Number(limit))
       return { status: 200, json: { ...answer.json, events: answer.json.events.slice(0, max) } }
+    },
+
+    // An API key the fake does not know: its other routes answer Seam's 401
+    // `unauthorized`, this one 400 `missing_workspace_id` (it tries the key as a user
+    // session): answered as the others do.
+    '/workspaces/get': async (ctx) => {
+      const answer = await ctx.forward()
+      const token = /^Bearer (.*)$/i.exec(ctx.headers.authorization ?? '')?.[1] ?? ''
+      const apiKey = token.startsWith('seam_') && !/^seam_(at|cst|pk)/.test(token)
+      if (answer.status === 400 && answer.json?.error?.type === 'missing_workspace_id' && apiKey && ctx.headers['seam-workspace'] == null) {
+        return seamError(401, 'unauthorized', 'API Key not found')
+      }
+      return answer
     },
 
     // The fake's `next_page_url` names its own address and a `next_page_cursor`

@@ -24,6 +24,7 @@ const { createFake } = await import('@seamapi/fake-seam-connect')
 const { Webhook } = await import('svix')
 const { SeamWebhook } = await import('@seamapi/webhook')
 const { startFront, managedCode, unmanagedCode, settleUnmanaged } = await import('./front.mjs')
+const { eventSchema } = await import('./contract.mjs')
 
 const log = (...args) => console.error('[e2e-harness]', ...args)
 const HOST = '127.0.0.1'
@@ -259,6 +260,12 @@ const routes = {
           code: code.code ?? null,
         }),
       ...extra,
+    }
+    // Seam sends every list its document requires for the type (e.g. the six
+    // `*_errors`/`*_warnings` of `delay_in_setting_on_device`), empty when there is nothing.
+    const schema = eventSchema(event_type)
+    for (const name of schema?.required ?? []) {
+      if (event[name] === undefined && schema.properties[name]?.type === 'array') event[name] = []
     }
     return { event: db.addEvent(event) } // adds created_at, occurred_at, event_description
   },
