@@ -17,6 +17,9 @@
 //   node contract.mjs dump <file>                                     the document as JSON
 //   node contract.mjs check-response <METHOD> <path> <status> <json-file>
 //   node contract.mjs check-request <METHOD> <path> <query-string> [<json-file>]
+//   node contract.mjs check-batch <json-file>    many at once: a JSON array of
+//     {label, kind: "response", method, path, status, body} and
+//     {label, kind: "request", method, path, query?, body?} (one Node start for all)
 // exit 0 when there is no violation (notes are printed), 1 when there is, 2 on misuse.
 
 import { readFileSync, realpathSync, writeFileSync } from 'node:fs'
@@ -328,7 +331,8 @@ function usage() {
   console.error(
     'usage: node contract.mjs dump <file>\n' +
       '       node contract.mjs check-response <METHOD> <path> <status> <json-file>\n' +
-      '       node contract.mjs check-request <METHOD> <path> <query-string> [<json-file>]',
+      '       node contract.mjs check-request <METHOD> <path> <query-string> [<json-file>]\n' +
+      '       node contract.mjs check-batch <json-file>',
   )
   process.exit(2)
 }
@@ -346,6 +350,19 @@ function cli(argv) {
   } else if (command === 'check-request' && (args.length === 3 || args.length === 4)) {
     const [method, path, query, file] = args
     findings = checkRequest(method, path, query, file ? readFileSync(file, 'utf8') : undefined)
+  } else if (command === 'check-batch' && args.length === 1) {
+    let violations = 0
+    for (const item of JSON.parse(readFileSync(args[0], 'utf8'))) {
+      const found =
+        item.kind === 'request'
+          ? checkRequest(item.method, item.path, item.query ?? '', item.body)
+          : checkResponse(item.method, item.path, item.status, item.body)
+      violations += violationsOf(found).length
+      console.log(`${violationsOf(found).length === 0 ? 'ok  ' : 'FAIL'} ${item.label ?? `${item.method} ${item.path}`}`)
+      for (const f of found) console.log(`     ${format(f)}`)
+    }
+    console.log(violations === 0 ? `ok: no violation of ${SPEC_VERSION}'s OpenAPI document` : `${violations} violation(s) of ${SPEC_VERSION}'s OpenAPI document`)
+    return violations === 0 ? 0 : 1
   } else {
     usage()
   }

@@ -60,9 +60,12 @@ impl Harness {
         seam_access_sync::install_tls_provider();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("e2e");
         assert!(
-            dir.join("node_modules").is_dir(),
-            "{}/node_modules is missing: the e2e tests need the harness's npm packages. \
-             Run `npm ci` in tests/e2e (cd tests/e2e && npm ci) and try again.",
+            ["@seamapi/fake-seam-connect", "@seamapi/types", "ajv-formats"]
+                .iter()
+                .all(|package| dir.join("node_modules").join(package).is_dir()),
+            "{}/node_modules is missing or stale: the e2e tests need the harness's npm packages \
+             (Seam's fake, Seam's OpenAPI document, the validator). Run `npm ci` in tests/e2e \
+             (cd tests/e2e && npm ci) and try again.",
             dir.display()
         );
         let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
