@@ -10,6 +10,8 @@
 //!   (the `standardwebhooks` crate).
 //! - [`eventually()`]: polls a condition until a deadline, then fails saying what it
 //!   waited for and what it saw last.
+//! - [`fixtures`]: Seam's objects (access codes, unmanaged codes, events, warnings,
+//!   errors) as Seam's OpenAPI document describes them (`tests/api/contract.rs` checks).
 //! - [`seam`]: the one Seam stand-in, a real HTTP server the test programs: answers
 //!   per code, modes (500s, slow, down), the event log, call counts.
 //!
@@ -17,6 +19,7 @@
 //! database and settings.
 
 pub mod eventually;
+pub mod fixtures;
 pub mod logs;
 pub mod process;
 pub mod seam;

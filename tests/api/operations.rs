@@ -12,8 +12,9 @@ use test_kit::{Answer, StandIn};
 
 use crate::helpers::*;
 
-fn seam_code(id: &str, status: &str, warnings: Value) -> Value {
-    json!({"access_code_id": id, "device_id": "device_1", "status": status, "warnings": warnings, "errors": []})
+/// A managed code as Seam answers it (the kit's documented code) in this state.
+pub(crate) fn seam_code(id: &str, status: &str, warnings: Value) -> Value {
+    fixtures::with(fixtures::access_code(id), json!({ "status": status, "warnings": warnings }))
 }
 
 #[sqlx::test]
@@ -25,7 +26,7 @@ async fn a_change_is_notified_on_access_code_changed(pool: PgPool) {
     listener.listen("access_code_changed").await.unwrap();
 
     seam.answer_next(Answer::found(seam_code("ac_1", "setting", json!([]))));
-    seam.set_code("ac_1", seam_code("ac_1", "set", json!([{"warning_code": "w", "message": "m"}])));
+    seam.set_code("ac_1", seam_code("ac_1", "set", json!([fixtures::warning("delay_in_setting_on_device", "m")])));
     for (i, event_type) in
         ["access_code.created", "access_code.set_on_device", "access_code.changed"].iter().enumerate()
     {

@@ -25,27 +25,24 @@ const REDACTED: &str = "[redacted]";
 
 /// An access code as Seam answers it, with the PIN `4821` at the top and in a
 /// pending `updating_code` mutation (`4821` → `9911`).
-fn code_with_pending_mutations(id: &str) -> Value {
-    json!({
-        "access_code_id": id,
-        "device_id": "device_1",
-        "workspace_id": "ws_1",
-        "name": "Guest 12",
-        "code": "4821",
-        "type": "ongoing",
-        "status": "setting",
-        "warnings": [{"warning_code": "delay_in_setting_on_device", "message": "Hub offline"}],
-        "errors": [],
-        "is_managed": true,
-        "pending_mutations": [
-            {"mutation_code": "updating_code", "created_at": "2026-11-25T09:59:00.000Z",
-             "message": "Seam is pushing an updated PIN code to the device.",
-             "from": {"code": "4821"}, "to": {"code": "9911"}},
-            {"mutation_code": "updating_name", "created_at": "2026-11-25T09:59:00.000Z",
-             "message": "Seam is pushing an updated name to the device.",
-             "from": {"name": "Guest"}, "to": {"name": "Guest 12"}}
-        ]
-    })
+pub(crate) fn code_with_pending_mutations(id: &str) -> Value {
+    fixtures::with(
+        fixtures::access_code(id),
+        json!({
+            "name": "Guest 12",
+            "code": "4821",
+            "status": "setting",
+            "warnings": [{"warning_code": "delay_in_setting_on_device", "message": "Hub offline"}],
+            "pending_mutations": [
+                {"mutation_code": "updating_code", "created_at": "2026-11-25T09:59:00.000Z",
+                 "message": "Seam is pushing an updated PIN code to the device.",
+                 "from": {"code": "4821"}, "to": {"code": "9911"}},
+                {"mutation_code": "updating_name", "created_at": "2026-11-25T09:59:00.000Z",
+                 "message": "Seam is pushing an updated name to the device.",
+                 "from": {"name": "Guest"}, "to": {"name": "Guest 12"}}
+            ]
+        }),
+    )
 }
 
 fn found(code: Value) -> ResponseTemplate {

@@ -28,7 +28,7 @@ fn logged_event(event_type: &str, access_code_id: &str, created_at: DateTime<Utc
 async fn seam_with_log(events: Vec<Value>) -> StandIn {
     let seam = StandIn::start().await.unwrap();
     seam.set_events(events);
-    seam.answer_unknown_codes(|id| json!({"access_code_id": id, "device_id": "device_1", "status": "set"}));
+    seam.answer_unknown_codes(fixtures::access_code);
     seam
 }
 

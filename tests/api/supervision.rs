@@ -13,7 +13,6 @@ use seam_access_sync::jobs::supervisor::{Backoff, Supervisor};
 use seam_access_sync::jobs::worker::work_loop;
 use seam_access_sync::store::{self, queue};
 use seam_access_sync::telemetry::metrics::{Metrics, Task, TaskLabel};
-use serde_json::json;
 use sqlx::PgPool;
 use test_kit::{Answer, Mode, StandIn};
 use tokio::sync::Notify;
@@ -138,7 +137,7 @@ async fn a_periodic_step_that_panics_is_counted_and_the_next_period_runs() {
 async fn a_worker_step_that_panics_fails_that_fetch_not_the_loop(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let seam = StandIn::start().await.unwrap();
-    seam.answer("ac_1", Answer::found(json!({"access_code_id": "ac_1", "device_id": "device_1", "status": "set"})));
+    seam.answer("ac_1", Answer::found(fixtures::access_code("ac_1")));
     let extra = "[worker]\nlease_seconds = 1\npoll_interval_ms = 50\n[seam]\ntimeout_ms = 500";
     let (worker, _) = worker(&pool, &seam.url(), extra);
     app.deliver("msg_1", &access_code_event("access_code.changed", "ac_1", "2026-11-25T10:00:00Z").to_string()).await;

@@ -17,20 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 
-fn code_json(id: &str, status: &str, warnings: Value, errors: Value) -> Value {
-    json!({
-        "access_code_id": id,
-        "device_id": "device_1",
-        "workspace_id": "ws_1",
-        "name": "Guest 12",
-        "code": "4321",
-        "type": "ongoing",
-        "status": status,
-        "warnings": warnings,
-        "errors": errors,
-        "is_managed": true,
-        "created_at": "2026-11-25T09:00:00.000Z"
-    })
+/// A managed code as Seam answers it (the kit's documented code) in this state.
+pub(crate) fn code_json(id: &str, status: &str, warnings: Value, errors: Value) -> Value {
+    fixtures::with(
+        fixtures::access_code(id),
+        json!({ "status": status, "warnings": warnings, "errors": errors, "name": "Guest 12", "code": "4321" }),
+    )
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -26,7 +26,8 @@ async fn events_whose_webhooks_were_lost_are_caught_up_from_seams_event_log(
     let b_id = b["access_code_id"].as_str().unwrap().to_owned();
     fake.set_state(&b_id, json!({ "status": "set" })).await;
     let b_set = fake.event("access_code.set_on_device", &b_id, json!({})).await;
-    let warning = json!({ "warning_code": "delay_in_setting_on_device", "message": "slow lock" });
+    // As Seam documents a warning: with the time it was raised.
+    let warning = json!({ "warning_code": "delay_in_setting_on_device", "message": "slow lock", "created_at": seam_time(Utc::now()) });
     fake.set_state(&a_id, json!({ "warnings": [warning] })).await;
     let a_delay =
         fake.event("access_code.delay_in_setting_on_device", &a_id, json!({ "access_code_warnings": [warning] })).await;

@@ -63,7 +63,8 @@ async fn events_delivered_in_reverse_order_leave_the_mirror_on_the_fakes_final_s
     // Code A: created → delayed (warning) → set (warning cleared). Nothing delivered yet.
     let (a, a_created) = fake.create_code(0, "A: delayed, then set", json!({})).await;
     let a_id = a["access_code_id"].as_str().unwrap();
-    let warning = json!({ "warning_code": "delay_in_setting_on_device", "message": "slow lock" });
+    // As Seam documents a warning: with the time it was raised.
+    let warning = json!({ "warning_code": "delay_in_setting_on_device", "message": "slow lock", "created_at": seam_time(Utc::now()) });
     fake.set_state(a_id, json!({ "warnings": [warning] })).await;
     let a_delay = fake
         .event(

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // E2E harness: Seam's official fake server (@seamapi/fake-seam-connect) in-process,
-// plus a small JSON control API for what the fake cannot do by itself (change a code's
-// status/warnings/errors, record events, sign and deliver webhooks like Svix, verify
-// with Seam's own webhook SDK, rotate API keys). See README.md beside this file.
+// behind a front (front.mjs) that checks every request and answer against Seam's own
+// OpenAPI document (contract.mjs) and fixes the fake's answers where they disagree with
+// it, plus a small JSON control API for what the fake cannot do by itself (change a
+// code's status/warnings/errors, record events, sign and deliver webhooks like Svix,
+// verify with Seam's own webhook SDK, rotate API keys, report contract violations). See
+// README.md beside this file.
 //
 // stdout carries exactly ONE line of JSON (the connection info); everything else goes
 // to stderr. The process exits on SIGTERM/SIGINT and when its stdin closes.
@@ -20,6 +23,8 @@ process.stdout.write = process.stderr.write.bind(process.stderr)
 const { createFake } = await import('@seamapi/fake-seam-connect')
 const { Webhook } = await import('svix')
 const { SeamWebhook } = await import('@seamapi/webhook')
+const { startFront, managedCode, unmanagedCode, settleUnmanaged } = await import('./front.mjs')
+const { eventSchema } = await import('./contract.mjs')
 
 const log = (...args) => console.error('[e2e-harness]', ...args)
 const HOST = '127.0.0.1'
@@ -29,8 +34,17 @@ const HOST = '127.0.0.1'
 const fake = await createFake()
 const db = fake.database // a zustand store: methods and state fields live on it directly
 
+// Quirk: the fake numbers ids per store (`access_code1`, `event1`, ...); Seam's document
+// says uuid (`format: uuid`) for every id the service reads. Ids of these kinds are uuids.
+const UUID_IDS = new Set(['access_code', 'event', 'device', 'connected_account', 'workspace', 'action_attempt', 'noise_threshold'])
+const counterId = db.getState()._getNextId
+db.setState({ _getNextId: (type) => (UUID_IDS.has(type) ? randomUUID() : counterId(type)) })
+
 const workspaceId = randomUUID()
 db.addWorkspace({ name: 'E2E Workspace', workspace_id: workspaceId, is_sandbox: true })
+// Quirk: the fake's addWorkspace drops `organization_id`, which the document's
+// `workspace` requires (nullable): a workspace of no organization says null.
+db.setState({ workspaces: db.workspaces.map((w) => ({ organization_id: null, ...w })) })
 
 // Tokens must start with `seam_` (and not `seam_cst`/`seam_at`); the fake takes the part
 // after the first `_` as the short token.
@@ -60,17 +74,6 @@ const deviceIds = [1, 2, 3].map((n) => {
     properties: { name: `E2E Lock ${n}`, manufacturer: 'august', locked: true },
   })
   return device.device_id
-})
-
-// Quirk: the fake numbers ids per store (`access_code1`, `event1`, ...), so every harness
-// run would reuse the same access_code ids. Start the counters at a random offset so ids
-// from different runs do not collide in a database that outlives one run.
-db.setState({
-  _counters: {
-    ...db._counters,
-    access_code: randomInt(100_000, 1_000_000),
-    event: randomInt(100_000, 1_000_000),
-  },
 })
 
 // The fake's startServer calls `server.listen(port)`, which binds all interfaces, and it
@@ -108,7 +111,10 @@ async function startFake() {
   }
 }
 
-const { url: seamApiUrl, server: fakeServer } = await startFake()
+const { url: fakeUrl, server: fakeServer } = await startFake()
+// What the service is given as the Seam API: the validating front.
+const front = await startFront({ db, fakeUrl, host: HOST, log })
+const seamApiUrl = front.url
 const webhookSecret = `whsec_${randomBytes(32).toString('base64')}`
 
 // ---------------------------------------------------------------- helpers
@@ -121,9 +127,10 @@ class HttpError extends Error {
   }
 }
 
-// Call the fake's real HTTP API with the current API key.
+// Call the fake's real HTTP API with the current API key (directly: the harness's own
+// calls are not the service's, and are not counted by the contract check).
 async function seamApi(path, body) {
-  const res = await fetch(`${seamApiUrl}${path}`, {
+  const res = await fetch(`${fakeUrl}${path}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
@@ -204,8 +211,23 @@ const routes = {
     const { access_code_id: _ignored, ...patch } = body
     remember(db.updateAccessCode({ ...patch, access_code_id: id }))
     const { access_code } = await seamApi('/access_codes/get', { access_code_id: id })
-    return { access_code }
+    return { access_code: access_code.is_managed === false ? unmanagedCode(access_code) : managedCode(access_code) }
   },
+
+  // An unmanaged code on the device (one Seam found on the lock, not made through it):
+  // through the fake's `/access_codes/simulate/create_unmanaged_access_code`, then `set`.
+  'POST /unmanaged_codes': async ({ body }) => {
+    const params = { device_id: requireString(body.device_id, 'device_id'), name: body.name ?? 'Unmanaged code' }
+    params.code = body.code ?? String(randomInt(1000, 10_000))
+    const { access_code } = await seamApi('/access_codes/simulate/create_unmanaged_access_code', params)
+    return { access_code: unmanagedCode(remember(settleUnmanaged(db, access_code))) }
+  },
+
+  // What the contract check found in the service's Seam calls so far: violations in full,
+  // the count of requests checked, per route the requests, statuses and violations, and
+  // notes (what the document cannot judge, e.g. an undocumented 404) with their counts.
+  'GET /contract/violations': async () => front.report(),
+  'DELETE /contract/violations': async () => (front.reset(), { ok: true }),
 
   // Like Seam after a code is removed from its lock: `/access_codes/get` answers 404.
   'DELETE /codes/:id': async ({ id }) => {
@@ -238,6 +260,12 @@ const routes = {
           code: code.code ?? null,
         }),
       ...extra,
+    }
+    // Seam sends every list its document requires for the type (e.g. the six
+    // `*_errors`/`*_warnings` of `delay_in_setting_on_device`), empty when there is nothing.
+    const schema = eventSchema(event_type)
+    for (const name of schema?.required ?? []) {
+      if (event[name] === undefined && schema.properties[name]?.type === 'array') event[name] = []
     }
     return { event: db.addEvent(event) } // adds created_at, occurred_at, event_description
   },
@@ -357,6 +385,7 @@ function shutdown(reason) {
   stopping = true
   log(`stopping (${reason})`)
   control.close()
+  front.close()
   fakeServer.close()
   control.closeAllConnections?.()
   fakeServer.closeAllConnections?.()
@@ -383,4 +412,4 @@ writeReadyLine(
     webhook_secret: webhookSecret,
   }) + '\n',
 )
-log(`ready: fake at ${seamApiUrl}, control at ${controlUrl}`)
+log(`ready: Seam API (the checking front) at ${seamApiUrl}, the fake at ${fakeUrl}, control at ${controlUrl}`)

@@ -8,6 +8,7 @@
 
 mod api_key;
 mod catch_up;
+mod contract;
 mod delivery;
 mod lifecycle;
 mod rig;

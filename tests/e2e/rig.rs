@@ -60,9 +60,12 @@ impl Harness {
         seam_access_sync::install_tls_provider();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("e2e");
         assert!(
-            dir.join("node_modules").is_dir(),
-            "{}/node_modules is missing: the e2e tests need the harness's npm packages. \
-             Run `npm ci` in tests/e2e (cd tests/e2e && npm ci) and try again.",
+            ["@seamapi/fake-seam-connect", "@seamapi/types", "ajv-formats"]
+                .iter()
+                .all(|package| dir.join("node_modules").join(package).is_dir()),
+            "{}/node_modules is missing or stale: the e2e tests need the harness's npm packages \
+             (Seam's fake, Seam's OpenAPI document, the validator). Run `npm ci` in tests/e2e \
+             (cd tests/e2e && npm ci) and try again.",
             dir.display()
         );
         let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
@@ -176,6 +179,18 @@ impl Harness {
         self.post("/api_keys", json!({ "token": token })).await;
     }
 
+    /// What the harness's front found checking every Seam call against Seam's OpenAPI
+    /// document (`GET /contract/violations`): `violations`, `violation_count`,
+    /// `requests_checked`, `by_route`, `notes`.
+    pub async fn contract_report(&self) -> Value {
+        self.call(reqwest::Method::GET, "/contract/violations", json!({})).await
+    }
+
+    /// Forgets what the front found so far.
+    pub async fn reset_contract_report(&self) {
+        self.call(reqwest::Method::DELETE, "/contract/violations", json!({})).await;
+    }
+
     /// Headers from npm `svix`'s `Webhook.sign`.
     pub async fn sign(&self, payload: &str, msg_id: &str, timestamp: i64) -> Value {
         self.post("/sign", json!({ "payload": payload, "msg_id": msg_id, "timestamp": timestamp })).await["headers"]
@@ -186,6 +201,31 @@ impl Harness {
     pub async fn verify(&self, payload: &str, headers: Value) -> Value {
         self.post("/verify", json!({ "payload": payload, "headers": headers })).await
     }
+}
+
+/// The verdict on a contract report: Err with every violation, one a line, and where to
+/// look, when the service (or a test through the Seam URL) broke Seam's document.
+pub fn contract_verdict(report: &Value) -> Result<(), String> {
+    let count = report["violation_count"].as_u64().unwrap_or(0);
+    if count == 0 {
+        return Ok(());
+    }
+    let mut lines = vec![format!(
+        "{count} violation(s) of Seam's OpenAPI document (@seamapi/types) in {} Seam call(s) checked (tests/e2e/contract.mjs; the harness's fixes of the fake are in tests/e2e/README.md):",
+        report["requests_checked"]
+    )];
+    for v in report["violations"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  {}
+      request: {}",
+            v["text"].as_str().unwrap_or("?"),
+            v["request"].as_str().unwrap_or("?")
+        ));
+    }
+    if report["violations"].as_array().map_or(0, Vec::len) < count as usize {
+        lines.push("  (the first ones only)".into());
+    }
+    Err(lines.join("\n"))
 }
 
 /// Copies the fields of the object `extra` into the object `into`.
@@ -352,12 +392,31 @@ impl E2e {
         .await;
     }
 
-    /// Ends the test cleanly: the service stops, every pool closes, the harness exits.
+    /// Ends the test cleanly: the service stops, every pool closes, the harness exits;
+    /// then fails the test if any Seam call the service made (or its answer) broke
+    /// Seam's OpenAPI document (the harness's front checked each one).
     pub async fn finish(self) {
         let E2e { service, harness, db, .. } = self;
         stop_service(service).await;
         db.close().await;
+        let report = harness.contract_report().await;
         drop(harness);
+        eprintln!(
+            "contract: {} Seam call(s) checked against Seam's OpenAPI document, {} violation(s); notes: {}",
+            report["requests_checked"],
+            report["violation_count"],
+            report["notes"]
+                .as_array()
+                .map(|notes| notes
+                    .iter()
+                    .map(|n| format!("{} (×{})", n["text"].as_str().unwrap_or("?"), n["count"]))
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
+        );
+        if let Err(violations) = contract_verdict(&report) {
+            panic!("{violations}");
+        }
     }
 
     /// Delivers `event` to the service, signed like Svix; asserts it was accepted.

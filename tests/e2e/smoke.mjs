@@ -144,6 +144,7 @@ async function main() {
   r = await call(ctl, 'POST', '/events', { body: { event_type: 'access_code.delay_in_setting_on_device', access_code_id: id, access_code_warnings: [warning] } })
   const ev2 = r.json?.event
   check('extra fields are merged into the event', ev2?.access_code_warnings?.[0]?.warning_code === 'delay_in_setting_on_device', r.json)
+  check('the lists the document requires for the type are filled in, empty', ['access_code_errors', 'device_errors', 'device_warnings', 'connected_account_errors', 'connected_account_warnings'].every((k) => Array.isArray(ev2?.[k]) && ev2[k].length === 0), r.json)
 
   r = await call(seam, 'POST', '/events/list', { key, body: { since, access_code_ids: [id] } })
   const listed = r.json?.events ?? []
@@ -236,6 +237,85 @@ async function main() {
   check('fresh key -> 200', r.status === 200, r.status)
   r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[2] } })
   check('control API keeps working after rotation', r.status === 200 && r.json.access_code.access_code_id, r.json)
+
+  // --- the contract: every call above went through the front, checked against Seam's
+  // OpenAPI document; the fake's answers, as the front fixes them, break nothing.
+  r = await call(ctl, 'GET', '/contract/violations')
+  const before = r.json
+  check('contract report: every Seam call so far checked, no violation', r.status === 200 && before.requests_checked >= 10 && before.violation_count === 0 && before.violations.length === 0, before)
+  check('contract report: the undocumented 404 of a deleted code is a note', before.notes.some((n) => n.path === '/access_codes/get' && n.status === 404 && /undocumented status 404/.test(n.message)), before.notes)
+  check('contract report: per route', before.by_route['GET /access_codes/get']?.requests >= 3 && before.by_route['GET /devices/list']?.statuses?.['401'] >= 1, before.by_route)
+
+  // Unmanaged codes: the fake has no /access_codes/unmanaged/get; the front answers it.
+  r = await call(ctl, 'POST', '/unmanaged_codes', { body: { device_id: devices[2], name: 'found on the lock', code: '9090' } })
+  const unmanaged = r.json?.access_code
+  check('POST /unmanaged_codes: an unmanaged code, set', r.status === 200 && unmanaged?.is_managed === false && unmanaged.status === 'set' && unmanaged.code === '9090', r.json)
+  r = await call(seam, 'GET', `/access_codes/unmanaged/get?access_code_id=${unmanaged.access_code_id}`, { key })
+  check('GET /access_codes/unmanaged/get (the front) serves it', r.status === 200 && r.json?.ok === true && r.json.access_code?.access_code_id === unmanaged.access_code_id && r.json.access_code.is_managed === false && !('is_backup_access_code_available' in r.json.access_code), r.json)
+  r = await call(seam, 'POST', '/access_codes/unmanaged/get', { key, body: { access_code_id: unmanaged.access_code_id } })
+  check('POST /access_codes/unmanaged/get too', r.status === 200 && r.json?.access_code?.name === 'found on the lock', r.json)
+  r = await call(seam, 'GET', `/access_codes/get?access_code_id=${unmanaged.access_code_id}`, { key })
+  check('/access_codes/get does not serve an unmanaged code: 404 not_found', r.status === 404 && r.json?.error?.type === 'not_found' && r.json.ok === false && !('stack' in r.json.error), r.json)
+  const managed = (await call(ctl, 'POST', '/codes', { body: { device_id: devices[2], name: 'managed', code: '8080' } })).json.access_code
+  r = await call(seam, 'GET', `/access_codes/unmanaged/get?access_code_id=${managed.access_code_id}`, { key })
+  check('/access_codes/unmanaged/get of a managed code: 404 not_found', r.status === 404 && r.json?.error?.type === 'not_found', r.json)
+  r = await call(seam, 'GET', `/access_codes/unmanaged/get?access_code_id=${unmanaged.access_code_id}`, { key: 'seam_x_y' })
+  check('/access_codes/unmanaged/get with a wrong key: the fake\'s 401', r.status === 401 && r.json?.error?.type === 'unauthorized', r.json)
+  r = await call(seam, 'GET', `/access_codes/get?access_code_id=${managed.access_code_id}`, { key })
+  check('/access_codes/get answers pending_mutations (the fake has none)', r.status === 200 && Array.isArray(r.json?.access_code?.pending_mutations), r.json)
+
+  // /access_codes/list: that device's managed codes only, paged.
+  const second = (await call(ctl, 'POST', '/codes', { body: { device_id: devices[2], name: 'managed 2', code: '8081' } })).json.access_code
+  r = await call(seam, 'POST', '/access_codes/list', { key, body: { device_id: devices[2] } })
+  const listed2 = r.json?.access_codes ?? []
+  check('/access_codes/list {device_id}: its managed codes only, with pagination', r.status === 200 && listed2.length >= 2 && listed2.every((c) => c.device_id === devices[2] && c.is_managed === true) && listed2.some((c) => c.access_code_id === second.access_code_id) && r.json.pagination?.has_next_page === false && r.json.pagination.next_page_cursor === null, r.json)
+  r = await call(seam, 'GET', `/access_codes/list?device_id=${devices[2]}&limit=1`, { key })
+  const page1 = r.json
+  check('/access_codes/list limit=1: one code, a cursor and a next_page_url on the front', r.status === 200 && page1.access_codes.length === 1 && page1.pagination.has_next_page === true && typeof page1.pagination.next_page_cursor === 'string' && page1.pagination.next_page_url.startsWith(`${seam}/access_codes/list?`), page1)
+  r = await call(seam, 'POST', '/access_codes/list', { key, body: { device_id: devices[2], limit: 1, page_cursor: page1.pagination.next_page_cursor } })
+  check('/access_codes/list page_cursor: the next page', r.status === 200 && r.json.access_codes.length === 1 && r.json.access_codes[0].access_code_id !== page1.access_codes[0].access_code_id, r.json)
+  r = await fetch(page1.pagination.next_page_url, { headers: { authorization: `Bearer ${key}` } }).then(async (res) => ({ status: res.status, json: await res.json() }))
+  check('/access_codes/list next_page_url: the same next page', r.status === 200 && r.json.access_codes[0]?.access_code_id !== page1.access_codes[0].access_code_id, r.json)
+  r = await call(seam, 'POST', '/access_codes/list', { key, body: { device_id: devices[0], page_cursor: page1.pagination.next_page_cursor } })
+  check('/access_codes/list: a cursor with other parameters -> 400', r.status === 400 && r.json?.error?.type === 'mismatched_page_parameters', r.json)
+  r = await call(seam, 'POST', '/access_codes/list', { key, body: { access_code_ids: [second.access_code_id] } })
+  check('/access_codes/list {access_code_ids}', r.status === 200 && r.json.access_codes.length === 1 && r.json.access_codes[0].access_code_id === second.access_code_id, r.json)
+  r = await call(seam, 'POST', '/access_codes/unmanaged/list', { key, body: { device_id: devices[2], limit: 5 } })
+  check('/access_codes/unmanaged/list: unmanaged codes, with pagination', r.status === 200 && r.json.access_codes.length === 1 && r.json.access_codes[0].access_code_id === unmanaged.access_code_id && r.json.pagination?.has_next_page === false, r.json)
+
+  // /devices/list pages; its next_page_url is the front's and names `page_cursor`.
+  r = await call(seam, 'GET', '/devices/list?limit=1', { key })
+  const devicePage = r.json
+  check('/devices/list limit=1: next_page_url on the front with page_cursor', r.status === 200 && devicePage.devices.length === 1 && devicePage.pagination.next_page_url?.startsWith(`${seam}/devices/list?`) && new URL(devicePage.pagination.next_page_url).searchParams.has('page_cursor') && !new URL(devicePage.pagination.next_page_url).searchParams.has('next_page_cursor'), devicePage)
+  r = await fetch(devicePage.pagination.next_page_url, { headers: { authorization: `Bearer ${key}` } }).then(async (res) => ({ status: res.status, json: await res.json() }))
+  check('/devices/list next_page_url: the next device', r.status === 200 && r.json.devices[0]?.device_id !== devicePage.devices[0].device_id, r.json)
+  r = await call(seam, 'GET', '/workspaces/get', { key: 'seam_x_y' })
+  check('/workspaces/get with an unknown key: 401 unauthorized (the fake says 400)', r.status === 401 && r.json?.error?.type === 'unauthorized', r.json)
+  r = await call(seam, 'GET', '/workspaces/get', { key })
+  check('/workspaces/get: the seeded workspace (organization_id null)', r.status === 200 && r.json.workspace?.workspace_id === info.workspace_id && r.json.workspace.organization_id === null, r.json)
+
+  // /events/list: event_types, limit, access_code_id.
+  r = await call(seam, 'POST', '/events/list', { key, body: { since, event_types: ['access_code.set_on_device'] } })
+  check('/events/list event_types filters', r.status === 200 && r.json.events.length >= 1 && r.json.events.every((e) => e.event_type === 'access_code.set_on_device'), r.json)
+  r = await call(seam, 'POST', '/events/list', { key, body: { since, limit: 1 } })
+  check('/events/list limit is honoured', r.status === 200 && r.json.events.length === 1, r.json)
+  r = await call(seam, 'GET', `/events/list?since=${encodeURIComponent(since)}&access_code_id=${id}`, { key })
+  check('/events/list access_code_id filters (the fake\'s compares with device_id)', r.status === 200 && r.json.events.length >= 2 && r.json.events.every((e) => e.access_code_id === id), r.json)
+
+  r = await call(ctl, 'GET', '/contract/violations')
+  check('contract report: the fixed answers break nothing', r.json?.violation_count === 0, r.json?.violations)
+
+  // ... and what the document refuses is flagged.
+  r = await call(seam, 'POST', '/events/list', { key, body: { since, event_types: ['access_code.made_up'], made_up_filter: 1 } })
+  check('the front still answers a refused request', r.status === 200, r.json)
+  r = await call(ctl, 'GET', '/contract/violations')
+  const flagged = (r.json?.violations ?? []).map((v) => v.text).join('\n')
+  check('an event_types value outside the enum is flagged', /POST \/events\/list: body\/event_types\/0: must be equal to one of the allowed values/.test(flagged), r.json)
+  check('an unknown parameter is flagged', flagged.includes("unknown body parameter 'made_up_filter'") && r.json.violation_count === 2, r.json)
+  check('a violation names its request', r.json?.violations?.[0]?.request === 'POST /events/list', r.json?.violations)
+  r = await call(ctl, 'DELETE', '/contract/violations')
+  r = await call(ctl, 'GET', '/contract/violations')
+  check('DELETE /contract/violations forgets them', r.json?.violation_count === 0 && r.json.requests_checked === 0, r.json)
 
   r = await call(ctl, 'GET', '/nope')
   check('unknown route -> 404 JSON', r.status === 404 && r.json?.error, r.json)
