@@ -47,6 +47,7 @@ pub struct Settings {
     pub seam: SeamSettings,
     pub worker: WorkerSettings,
     pub catch_up: CatchUpSettings,
+    pub import: ImportSettings,
     pub sweep: SweepSettings,
     pub api: ApiSettings,
     pub retention: RetentionSettings,
@@ -58,6 +59,15 @@ pub struct CatchUpSettings {
     pub interval_seconds: u64,
     pub overlap_seconds: u64,
     pub initial_lookback_hours: u64,
+    pub page_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportSettings {
+    /// Import every device's codes when the worker starts, if the mirror is empty and
+    /// no import has finished; resume an import cut short. Env: `APP_IMPORT__ON_START`.
+    pub on_start: bool,
+    /// Items asked for per list call (devices, codes of a device).
     pub page_limit: u32,
 }
 
@@ -224,6 +234,9 @@ impl Settings {
         if self.catch_up.page_limit == 0 {
             bail!("catch_up.page_limit must be at least 1");
         }
+        if self.import.page_limit == 0 {
+            bail!("import.page_limit must be at least 1");
+        }
         if self.api.max_page_size == 0 {
             bail!("api.max_page_size must be at least 1");
         }
@@ -257,15 +270,21 @@ impl Settings {
             self.webhook_secrets()?;
         }
         if self.server.run_mode.runs_worker() {
-            let key = self.seam.api_key.expose_secret();
-            if key.is_empty() {
-                bail!("SEAM_API_KEY is not set (the worker needs it; run_mode = \"server\" runs without it)");
-            }
-            if !key.starts_with("seam_") {
-                bail!("SEAM_API_KEY is malformed: a Seam API key starts with `seam_`");
-            }
-            reqwest::Url::parse(&self.seam.api_url).context("SEAM_API_URL is not a URL")?;
+            self.check_seam_key()?;
         }
+        Ok(())
+    }
+
+    /// The Seam API key and URL, for whatever calls Seam (the worker, `import`).
+    pub fn check_seam_key(&self) -> anyhow::Result<()> {
+        let key = self.seam.api_key.expose_secret();
+        if key.is_empty() {
+            bail!("SEAM_API_KEY is not set (the worker needs it; run_mode = \"server\" runs without it)");
+        }
+        if !key.starts_with("seam_") {
+            bail!("SEAM_API_KEY is malformed: a Seam API key starts with `seam_`");
+        }
+        reqwest::Url::parse(&self.seam.api_url).context("SEAM_API_URL is not a URL")?;
         Ok(())
     }
 
@@ -394,6 +413,17 @@ mod tests {
         assert!(err.to_string().contains("seam.max_response_bytes"), "{err}");
         let settings = Settings::from_toml(&[VALID, "[seam]\nmax_response_bytes = 4096"]).unwrap();
         assert_eq!(settings.seam.max_response_bytes, 4096);
+    }
+
+    #[test]
+    fn the_import_runs_on_start_unless_turned_off() {
+        let settings = Settings::from_toml(&[VALID]).unwrap();
+        assert!(settings.import.on_start);
+        assert_eq!(settings.import.page_limit, 500);
+        let off = Settings::from_toml(&[VALID, "[import]\non_start = false"]).unwrap();
+        assert!(!off.import.on_start);
+        let err = Settings::from_toml(&[VALID, "[import]\npage_limit = 0"]).unwrap_err();
+        assert!(err.to_string().contains("import.page_limit"), "{err}");
     }
 
     #[test]
