@@ -2,6 +2,7 @@
 
 mod abuse;
 mod helpers;
+mod import;
 mod limits;
 mod operations;
 mod pins;
