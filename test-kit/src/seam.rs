@@ -425,8 +425,9 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) ->
         let answers = shared.answers.lock().unwrap();
         let codes = answers
             .values()
-            .filter_map(|answer| answer.code.clone())
-            .filter(|code| code["device_id"] == json!(device_id) && (code["is_managed"] == json!(false)) == unmanaged)
+            .filter_map(|answer| answer.code.as_ref())
+            .filter(|code| code["device_id"] == device_id && (code["is_managed"] == false) == unmanaged)
+            .cloned()
             .collect();
         ("access_codes", "access_code_id", codes)
     };

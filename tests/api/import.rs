@@ -392,7 +392,7 @@ async fn an_import_of_1000_codes_on_100_devices_makes_201_calls(pool: PgPool) {
 
 /// `cargo test --test api import_of_10000 -- --ignored --nocapture`
 #[sqlx::test]
-#[ignore = "a measurement: about a minute in a debug build"]
+#[ignore = "a measurement: about half a minute in a debug build"]
 async fn an_import_of_10000_codes_on_1000_devices_makes_2002_calls(pool: PgPool) {
     let (calls, _) = measure(&pool, 1000, 10).await;
     assert_eq!(calls, 2 + 1000 * 2, "two device pages of 500, then two lists a device");
