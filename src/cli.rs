@@ -225,6 +225,12 @@ async fn import(settings: &Settings) -> Outcome {
                 report.queued_unlisted + report.queued_device_unlisted,
                 report.calls,
             );
+            if report.lists_refused > 0 {
+                println!(
+                    "{} device code list(s) refused by Seam were left out (the log says which)",
+                    report.lists_refused
+                );
+            }
         }
     }
     Ok(())

@@ -95,6 +95,8 @@ pub struct Report {
     pub queued_unlisted: usize,
     /// Re-fetches queued for codes on devices no longer listed.
     pub queued_device_unlisted: usize,
+    /// Device code lists Seam refused (a 4xx): the device's other list was still read.
+    pub lists_refused: usize,
     /// Seam calls made (failed ones included).
     pub calls: u32,
 }
@@ -236,6 +238,9 @@ impl Import {
         let device_id = device.device_id.as_str();
         let mut pages: Vec<(CodeEndpoint, DateTime<Utc>, Vec<FetchedCode>)> = Vec::new();
         let mut listed_from: Option<DateTime<Utc>> = None;
+        // The lists read to their last page: codes of their kind they left out are
+        // queued for a re-fetch.
+        let mut complete: Vec<bool> = Vec::new();
         let (mut calls, mut skipped) = (0, 0);
         'lists: for endpoint in [CodeEndpoint::Managed, CodeEndpoint::Unmanaged] {
             let list = SeamList::of_codes(endpoint);
@@ -258,7 +263,10 @@ impl Import {
                         pages.push((endpoint, started_at, page.items));
                         match page.next_cursor {
                             Some(next) => cursor = Some(next),
-                            None => break,
+                            None => {
+                                complete.push(endpoint == CodeEndpoint::Managed);
+                                break;
+                            }
                         }
                     }
                     // Seam no longer knows the device: neither do its codes. Every code
@@ -267,7 +275,17 @@ impl Import {
                         tracing::info!(%device_id, %message, "import: the device is gone; re-fetching its codes");
                         calls += 1;
                         pages.clear();
+                        complete = vec![true, false];
                         break 'lists;
+                    }
+                    // Seam refuses this list for this device (one that keeps no
+                    // unmanaged codes, say): what was read is kept, the other list goes
+                    // on, and nothing is concluded from what this one did not return.
+                    Err(PageError::Rejected { status, message }) => {
+                        tracing::warn!(%device_id, %list, status, %message, "import: Seam refused a device's code list; going on without it");
+                        calls += 1;
+                        report.lists_refused += 1;
+                        continue 'lists;
                     }
                     Err(e) => anyhow::bail!("{} for device {device_id} failed: {e}", list.path()),
                 }
@@ -318,7 +336,7 @@ impl Import {
                 }
             }
         }
-        let queued = progress::queue_unlisted_codes(&mut tx, device, &listed, listed_from).await?;
+        let queued = progress::queue_unlisted_codes(&mut tx, device, &listed, listed_from, &complete).await?;
         progress::finish_device(&mut tx, run.id, device_id, &counts, queued, calls).await?;
         tx.commit().await?;
         report.codes.created += counts.created;

@@ -179,19 +179,23 @@ pub async fn pending_devices(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<Run
 
 /// Queues a re-fetch of every mirrored, not deleted code of `device` that the
 /// lists did not return (`listed`) and that no fetch saw since `listed_from` (when
-/// the first list call began): deleted since, most likely; the re-fetch says.
+/// the first list call began): deleted since, most likely; the re-fetch says. Only
+/// codes of the kinds whose list was read whole (`complete`: `is_managed` values).
 pub async fn queue_unlisted_codes(
     conn: &mut PgConnection,
     device: &RunDevice,
     listed: &[String],
     listed_from: DateTime<Utc>,
+    complete: &[bool],
 ) -> sqlx::Result<usize> {
     let codes = sqlx::query!(
         "SELECT access_code_id, is_managed FROM access_codes
-         WHERE device_id = $1 AND deleted_at IS NULL AND fetched_at < $2 AND NOT (access_code_id = ANY($3))",
+         WHERE device_id = $1 AND deleted_at IS NULL AND fetched_at < $2 AND NOT (access_code_id = ANY($3))
+           AND is_managed = ANY($4)",
         device.device_id,
         listed_from,
         listed,
+        complete,
     )
     .fetch_all(&mut *conn)
     .await?;

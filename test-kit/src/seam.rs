@@ -134,6 +134,7 @@ struct Shared {
     devices: Mutex<Vec<Value>>,
     page_size: Mutex<Option<usize>>,
     list_failure: Mutex<Option<ListFailure>>,
+    refused_lists: Mutex<HashMap<(String, String), u16>>,
     list_requests: Mutex<Vec<(String, Value)>>,
     mode: Mutex<Mode>,
     calls: AtomicU64,
@@ -216,6 +217,12 @@ impl SeamHandle {
     /// until [`SeamHandle::lists_recover`].
     pub fn fail_lists_after(&self, calls: u64, status: u16) {
         *self.0.list_failure.lock().unwrap() = Some(ListFailure { remaining: calls, status });
+    }
+
+    /// `path` (`/access_codes/list` or `/access_codes/unmanaged/list`) for
+    /// `device_id` is answered `status` with a Seam error body from now on.
+    pub fn refuse_list(&self, path: &str, device_id: &str, status: u16) {
+        self.0.refused_lists.lock().unwrap().insert((path.to_owned(), device_id.to_owned()), status);
     }
 
     /// Lists are answered as usual again.
@@ -405,7 +412,9 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) ->
             None => None,
         }
     };
-    let answer = match failure {
+    let device = request["device_id"].as_str().unwrap_or_default().to_owned();
+    let refused = shared.refused_lists.lock().unwrap().get(&(path.clone(), device)).copied();
+    let answer = match failure.or(refused) {
         Some(status) => Some(Answer::error(status)),
         None => mode(&shared).await,
     };

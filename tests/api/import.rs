@@ -278,6 +278,27 @@ async fn codes_the_lists_no_longer_return_are_refetched_and_a_missed_deletion_co
 }
 
 #[sqlx::test]
+async fn a_code_list_seam_refuses_for_a_device_is_left_out_and_nothing_is_concluded_from_it(pool: PgPool) {
+    let seam = seam_with(2, 2, 1).await;
+    seam.refuse_list("/access_codes/unmanaged/list", "device_00", 400);
+    for (id, managed) in [("ac_old", true), ("un_old", false)] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO access_codes (access_code_id, device_id, status, fetched_at, is_managed)
+             VALUES ('{id}', 'device_00', 'set', now() - interval '1 hour', {managed})"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let (import, _, _) = import_job(&pool, &seam.url(), "");
+    let report = completed(import.run_once().await.unwrap());
+    assert_eq!((report.devices, report.lists_refused, report.codes.created), (2, 1, 2 + 3));
+    let queued: Vec<String> =
+        sqlx::query_scalar("SELECT access_code_id FROM access_code_refetches").fetch_all(&pool).await.unwrap();
+    assert_eq!(queued, ["ac_old"], "the unmanaged list was refused: its codes are not taken for deleted");
+}
+
+#[sqlx::test]
 async fn a_listed_code_older_than_the_mirror_never_overwrites_a_newer_fetch(pool: PgPool) {
     let seam = seam_with(1, 1, 0).await;
     let mut listed = code("ac_00_000", "device_00", true);
