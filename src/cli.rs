@@ -209,6 +209,7 @@ async fn import(settings: &Settings) -> Outcome {
         RunOutcome::Skipped => {
             anyhow::bail!("another process is running the import; `seam-access-sync status` shows its progress")
         }
+        RunOutcome::NotNeeded => println!("nothing to import"),
         RunOutcome::Completed(report) => {
             let c = &report.codes;
             println!(

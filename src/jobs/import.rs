@@ -79,6 +79,8 @@ pub struct Import {
 pub enum RunOutcome {
     /// Another replica holds the import lock.
     Skipped,
+    /// `run_if_needed`: no run to resume, and the mirror has codes or an import finished.
+    NotNeeded,
     Completed(Report),
 }
 
@@ -129,10 +131,37 @@ impl Import {
     /// is running the import. A failure is recorded on the run (`last_error`) and the
     /// next call resumes from there.
     pub async fn run_once(&self) -> anyhow::Result<RunOutcome> {
+        self.run(false).await
+    }
+
+    /// As `run_once`, but only when a run was cut short, or when the mirror is empty
+    /// and no import has finished (asked holding the lock, so a replica that finished
+    /// an import a moment ago is not followed by a second one).
+    pub async fn run_if_needed(&self) -> anyhow::Result<RunOutcome> {
+        self.run(true).await
+    }
+
+    async fn run(&self, only_if_needed: bool) -> anyhow::Result<RunOutcome> {
         let Some(lock) = RunLock::try_acquire(&self.pool, run_lock::keys::IMPORT).await? else {
             self.count_run(ImportRun::Skipped);
             return Ok(RunOutcome::Skipped);
         };
+        if only_if_needed {
+            match progress::startup_import(&self.pool).await {
+                Ok(StartupImport::None) => {
+                    lock.release().await;
+                    return Ok(RunOutcome::NotNeeded);
+                }
+                Ok(StartupImport::Resume) => tracing::info!("import: resuming the run cut short"),
+                Ok(StartupImport::Start) => {
+                    tracing::info!("import: the mirror is empty; importing every device's codes")
+                }
+                Err(e) => {
+                    lock.release().await;
+                    return Err(e.into());
+                }
+            }
+        }
         let result = self.run_locked().await;
         lock.release().await;
         match &result {
@@ -430,20 +459,8 @@ impl Import {
     async fn import_on_start(&self) {
         let mut pause = Duration::from_secs(5);
         loop {
-            match progress::startup_import(&self.pool).await {
-                Ok(StartupImport::None) => return,
-                Ok(StartupImport::Resume) => tracing::info!("import: resuming the run cut short"),
-                Ok(StartupImport::Start) => {
-                    tracing::info!("import: the mirror is empty; importing every device's codes")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "import: cannot read its progress; trying again");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            }
-            let wait = match supervisor::guard(Task::Import, &self.metrics, self.run_once()).await {
-                Some(Ok(RunOutcome::Completed(_))) => return,
+            let wait = match supervisor::guard(Task::Import, &self.metrics, self.run_if_needed()).await {
+                Some(Ok(RunOutcome::Completed(_) | RunOutcome::NotNeeded)) => return,
                 Some(Ok(RunOutcome::Skipped)) => RECHECK,
                 Some(Err(e)) => {
                     tracing::warn!(

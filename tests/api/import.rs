@@ -54,7 +54,7 @@ async fn seam_with(devices: usize, managed: usize, unmanaged: usize) -> StandIn 
 fn completed(outcome: RunOutcome) -> Report {
     match outcome {
         RunOutcome::Completed(report) => report,
-        RunOutcome::Skipped => panic!("the import was skipped"),
+        other => panic!("the import did not run: {other:?}"),
     }
 }
 
