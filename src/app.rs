@@ -13,6 +13,7 @@ use crate::http::read_api::ApiTokens;
 use crate::http::serve::{ConnectionLimits, serve};
 use crate::http::{self, AppState};
 use crate::jobs::catch_up::CatchUp;
+use crate::jobs::import::Import;
 use crate::jobs::supervisor::Supervisor;
 use crate::jobs::worker::Worker;
 use crate::jobs::{prune, sweep};
@@ -28,6 +29,8 @@ pub struct Application {
     state: AppState,
     worker: Option<Worker>,
     catch_up: Option<CatchUp>,
+    /// The import on start (`import.on_start`).
+    import: Option<Import>,
     intake_writers: IntakeWriters,
 }
 
@@ -57,7 +60,7 @@ impl Application {
         let verifier = Arc::new(Verifier::new(secrets, settings.webhook.tolerance_seconds));
         let key_status = SeamKeyStatus::default();
         let metrics = Arc::new(Metrics::new());
-        let (worker, catch_up) = if settings.server.run_mode.runs_worker() {
+        let (worker, catch_up, import) = if settings.server.run_mode.runs_worker() {
             let seam = SeamClient::new(&settings.seam)?.paced(settings.worker.max_requests_per_second);
             let (worker_settings, store_pins) = (settings.worker.clone(), settings.store_pins);
             let worker = Worker::new(
@@ -68,19 +71,30 @@ impl Application {
                 key_status.clone(),
                 metrics.clone(),
             );
+            let import = settings.import.on_start.then(|| {
+                let import_settings = settings.import.clone();
+                Import::new(
+                    pool.clone(),
+                    seam.clone(),
+                    import_settings,
+                    store_pins,
+                    key_status.clone(),
+                    metrics.clone(),
+                )
+            });
             let catch_up_settings = settings.catch_up.clone();
             let catch_up =
                 CatchUp::new(pool.clone(), seam, catch_up_settings, store_pins, key_status.clone(), metrics.clone());
-            (Some(worker), Some(catch_up))
+            (Some(worker), Some(catch_up), import)
         } else {
-            (None, None)
+            (None, None, None)
         };
         let api_tokens = ApiTokens::new(&settings.api_tokens());
         let (intake, intake_writers) =
             IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
         let settings = Arc::new(settings);
         let state = AppState { pool, settings, verifier, clock, key_status, metrics, intake, api_tokens };
-        Ok(Application { listener, state, worker, catch_up, intake_writers })
+        Ok(Application { listener, state, worker, catch_up, import, intake_writers })
     }
 
     pub fn port(&self) -> u16 {
@@ -90,14 +104,15 @@ impl Application {
     /// Serves until `shutdown` fires: then stops accepting, finishes requests and
     /// fetches in flight, waits for the background tasks, and closes the pool.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, worker, catch_up, intake_writers } = self;
+        let Application { listener, state, worker, catch_up, import, intake_writers } = self;
         let pool = state.pool.clone();
         tracing::info!(
             addr = %listener.local_addr()?,
             run_mode = ?state.settings.server.run_mode,
             "seam-access-sync listening"
         );
-        // The worker process also runs the background jobs: catch-up, sweeps, pruning.
+        // The worker process also runs the background jobs: the import on start,
+        // catch-up, sweeps, pruning.
         // Each is supervised: restarted when it fails, waited for at shutdown.
         let mut supervisor = Supervisor::new(shutdown.clone(), state.metrics.clone());
         // The intake writers end when the server (the last `IntakeWriter`) is gone,
@@ -105,6 +120,9 @@ impl Application {
         for _ in 0..state.settings.server.intake_writers.max(1) {
             let writers = intake_writers.clone();
             supervisor.spawn(Task::IntakeWriter, move |_| writers.clone().run_one());
+        }
+        if let Some(import) = import {
+            supervisor.spawn(Task::Import, move |stop| import.clone().run_on_start(stop));
         }
         if let Some(catch_up) = catch_up {
             supervisor.spawn(Task::CatchUp, move |stop| catch_up.clone().run(stop));

@@ -2,14 +2,20 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
 use crate::config::Settings;
+use crate::jobs::import::{Import, Progress, RunOutcome};
 use crate::seam::event::CodeEndpoint;
+use crate::seam::{SeamClient, SeamKeyStatus};
 use crate::store;
 use crate::store::admin::{self, CatchUpRun};
+use crate::store::import as import_progress;
+use crate::telemetry::metrics::Metrics;
 
 /// Receives Seam access_code.* webhooks and mirrors each code's status, warnings
 /// and errors in Postgres. Settings: config/*.toml and the environment (README).
@@ -37,7 +43,14 @@ pub enum Command {
         /// Codes queued per second.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
         rate: u32,
+        /// Run the import first (as `import` does), so codes the mirror never had are
+        /// in it too.
+        #[arg(long)]
+        import: bool,
     },
+    /// Import every device's codes from Seam's lists into the mirror, printing
+    /// progress; resumes an import cut short. Needs SEAM_API_KEY.
+    Import,
     /// List or redrive re-fetches that were given up on.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -99,7 +112,12 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
             redrive(settings, (!all).then_some(access_code_ids)).await
         }
         Command::Status { json } => status(settings, json).await,
-        Command::Reconcile { all: _, rate } => reconcile(settings, rate).await,
+        Command::Reconcile { all: _, rate, import: false } => reconcile(settings, rate).await,
+        Command::Reconcile { all: _, rate, import: true } => match import(&settings).await {
+            Ok(()) => reconcile(settings, rate).await,
+            Err(e) => Err(e),
+        },
+        Command::Import => import(&settings).await,
         Command::Healthcheck { url } => healthcheck(settings, url).await,
     };
     match result {
@@ -167,6 +185,59 @@ async fn reconcile(settings: Settings, rate: u32) -> Outcome {
     Ok(())
 }
 
+/// Runs the import in the foreground, a line per device.
+async fn import(settings: &Settings) -> Outcome {
+    settings.check_seam_key()?;
+    let pool = existing_database(settings).await?;
+    let seam = SeamClient::new(&settings.seam)?.paced(settings.worker.max_requests_per_second);
+    let metrics = Arc::new(Metrics::new());
+    let import = Import::new(pool, seam, settings.import.clone(), settings.store_pins, SeamKeyStatus::default(), metrics)
+        .with_progress(|progress| match progress {
+            Progress::DevicesListed { devices, more } => {
+                println!("listed {devices} device(s) that take access codes{}", if *more { " so far" } else { "" })
+            }
+            Progress::DeviceDone { device_id, done, total, codes, queued } => println!(
+                "device {done}/{total} {device_id}: {} code(s) ({} created, {} changed, {} unchanged, {} stale, {} skipped), {queued} re-fetch(es) queued",
+                codes.found(),
+                codes.created,
+                codes.changed,
+                codes.unchanged,
+                codes.stale,
+                codes.skipped,
+            ),
+        });
+    match import.run_once().await? {
+        RunOutcome::Skipped => {
+            anyhow::bail!("another process is running the import; `seam-access-sync status` shows its progress")
+        }
+        RunOutcome::NotNeeded => println!("nothing to import"),
+        RunOutcome::Completed(report) => {
+            let c = &report.codes;
+            println!(
+                "import finished (run {}{}): {} device(s), {} code(s): {} created, {} changed, {} unchanged, {} stale, {} skipped; {} re-fetch(es) queued for codes Seam no longer lists; {} Seam call(s)",
+                report.run_id,
+                if report.resumed { ", resumed" } else { "" },
+                report.devices,
+                c.found(),
+                c.created,
+                c.changed,
+                c.unchanged,
+                c.stale,
+                c.skipped,
+                report.queued_unlisted + report.queued_device_unlisted,
+                report.calls,
+            );
+            if report.lists_refused > 0 {
+                println!(
+                    "{} device code list(s) refused by Seam were left out (the log says which)",
+                    report.lists_refused
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn list_dead_letters(settings: Settings, json: bool) -> Outcome {
     let pool = existing_database(&settings).await?;
     let letters = admin::dead_letters(&pool).await?;
@@ -217,7 +288,20 @@ async fn redrive(settings: Settings, ids: Option<Vec<String>>) -> Outcome {
 async fn status(settings: Settings, json: bool) -> Outcome {
     let pool = existing_database(&settings).await?;
     let s = admin::queue_status(&pool).await?;
+    let import = import_progress::latest_run(&pool).await?;
     if json {
+        let import = import.as_ref().map(|r| {
+            serde_json::json!({
+                "run": r.id, "state": if r.finished_at.is_some() { "finished" } else { "unfinished" },
+                "started_at": r.started_at, "finished_at": r.finished_at, "devices_listed": r.devices_listed,
+                "devices_total": r.devices_total, "devices_done": r.devices_done,
+                "devices_skipped": r.devices_skipped, "codes_imported": r.codes_imported(),
+                "codes_created": r.codes_created, "codes_changed": r.codes_changed,
+                "codes_unchanged": r.codes_unchanged, "codes_stale": r.codes_stale,
+                "codes_skipped": r.codes_skipped, "codes_queued": r.codes_queued, "seam_calls": r.seam_calls,
+                "last_error": r.last_error,
+            })
+        });
         let body = serde_json::json!({
             "pending": s.pending, "in_flight": s.in_flight, "due": s.due,
             "oldest_pending_age_seconds": s.oldest_pending_age_seconds, "dead_letters": s.dead_letters,
@@ -228,6 +312,7 @@ async fn status(settings: Settings, json: bool) -> Outcome {
                 "last_events_found": s.catch_up_last_events_found, "last_events_new": s.catch_up_last_events_new,
                 "last_error": s.catch_up_last_error,
             },
+            "import": import,
         });
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -261,6 +346,36 @@ async fn status(settings: Settings, json: bool) -> Outcome {
     }
     if let Some(error) = &s.catch_up_last_error {
         println!("catch-up error      {error}");
+    }
+    match &import {
+        None => println!("import              never ran"),
+        Some(r) => {
+            let state = match r.finished_at {
+                Some(at) => format!("run {} finished {}", r.id, at.to_rfc3339()),
+                None => format!(
+                    "run {} unfinished (running, or cut short: it resumes), started {}",
+                    r.id,
+                    r.started_at.to_rfc3339()
+                ),
+            };
+            println!(
+                "import              {state}: {}/{} device(s) done{}, {} code(s) imported ({} created, {} changed, {} unchanged, {} stale, {} skipped), {} re-fetch(es) queued, {} Seam call(s)",
+                r.devices_done,
+                r.devices_total,
+                if r.devices_listed { "" } else { " (still listing devices)" },
+                r.codes_imported(),
+                r.codes_created,
+                r.codes_changed,
+                r.codes_unchanged,
+                r.codes_stale,
+                r.codes_skipped,
+                r.codes_queued,
+                r.seam_calls,
+            );
+            if let Some(error) = &r.last_error {
+                println!("import error        {error}");
+            }
+        }
     }
     Ok(())
 }

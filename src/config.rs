@@ -50,6 +50,7 @@ pub struct Settings {
     pub seam: SeamSettings,
     pub worker: WorkerSettings,
     pub catch_up: CatchUpSettings,
+    pub import: ImportSettings,
     pub sweep: SweepSettings,
     pub api: ApiSettings,
     pub retention: RetentionSettings,
@@ -61,6 +62,15 @@ pub struct CatchUpSettings {
     pub interval_seconds: u64,
     pub overlap_seconds: u64,
     pub initial_lookback_hours: u64,
+    pub page_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportSettings {
+    /// Import every device's codes when the worker starts, if the mirror is empty and
+    /// no import has finished; resume an import cut short. Env: `APP_IMPORT__ON_START`.
+    pub on_start: bool,
+    /// Items asked for per list call (devices, codes of a device).
     pub page_limit: u32,
 }
 
@@ -238,6 +248,9 @@ impl Settings {
         if self.catch_up.page_limit == 0 {
             bail!("catch_up.page_limit must be at least 1");
         }
+        if self.import.page_limit == 0 {
+            bail!("import.page_limit must be at least 1");
+        }
         if self.api.max_page_size == 0 {
             bail!("api.max_page_size must be at least 1");
         }
@@ -271,15 +284,21 @@ impl Settings {
             self.webhook_secrets()?;
         }
         if self.server.run_mode.runs_worker() {
-            let key = self.seam.api_key.expose_secret();
-            if key.is_empty() {
-                bail!("SEAM_API_KEY is not set (the worker needs it; run_mode = \"server\" runs without it)");
-            }
-            if !key.starts_with("seam_") {
-                bail!("SEAM_API_KEY is malformed: a Seam API key starts with `seam_`");
-            }
-            reqwest::Url::parse(&self.seam.api_url).context("SEAM_API_URL is not a URL")?;
+            self.check_seam_key()?;
         }
+        Ok(())
+    }
+
+    /// The Seam API key and URL, for whatever calls Seam (the worker, `import`).
+    pub fn check_seam_key(&self) -> anyhow::Result<()> {
+        let key = self.seam.api_key.expose_secret();
+        if key.is_empty() {
+            bail!("SEAM_API_KEY is not set (the worker needs it; run_mode = \"server\" runs without it)");
+        }
+        if !key.starts_with("seam_") {
+            bail!("SEAM_API_KEY is malformed: a Seam API key starts with `seam_`");
+        }
+        reqwest::Url::parse(&self.seam.api_url).context("SEAM_API_URL is not a URL")?;
         Ok(())
     }
 
@@ -420,6 +439,17 @@ mod tests {
                 assert!(e.to_string().contains("sweep.settled_interval_seconds"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn the_import_runs_on_start_unless_turned_off() {
+        let settings = Settings::from_toml(&[VALID]).unwrap();
+        assert!(settings.import.on_start);
+        assert_eq!(settings.import.page_limit, 500);
+        let off = Settings::from_toml(&[VALID, "[import]\non_start = false"]).unwrap();
+        assert!(!off.import.on_start);
+        let err = Settings::from_toml(&[VALID, "[import]\npage_limit = 0"]).unwrap_err();
+        assert!(err.to_string().contains("import.page_limit"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::periodic;
@@ -23,10 +23,9 @@ use crate::seam::SeamKeyStatus;
 use crate::seam::client::{EventWindow, ListError, SeamClient};
 use crate::seam::event::{SeamEvent, listed_event_types, parse_time};
 use crate::store::intake::{self, Incoming, Stored};
+use crate::store::run_lock::{self, RunLock};
 use crate::telemetry::metrics::{CatchUpEvent, CatchUpRun, KindLabel, Metrics, Task};
 
-/// The advisory lock that lets one replica at a time run catch-up.
-const LOCK_KEY: i64 = 0x5ea3_ca7c;
 /// Upper bound on `/events/list` calls in one run. A run that reaches it ends with its
 /// progress saved (a partial run); the next run goes on from the mark.
 pub const MAX_PAGES: usize = 200;
@@ -80,7 +79,7 @@ impl CatchUp {
 
     /// One run, unless another replica is running one.
     pub async fn run_once(&self) -> anyhow::Result<RunOutcome> {
-        let Some(lock) = RunLock::try_acquire(&self.pool).await? else {
+        let Some(lock) = RunLock::try_acquire(&self.pool, run_lock::keys::CATCH_UP).await? else {
             self.count_run(CatchUpRun::Skipped);
             return Ok(RunOutcome::Skipped);
         };
@@ -238,55 +237,6 @@ impl CatchUp {
             }
         })
         .await;
-    }
-}
-
-/// The right to run catch-up, held by one replica at a time: a session-level
-/// advisory lock on a connection of its own, opened for the run and closed after.
-///
-/// A dedicated connection rather than a pooled one, and rather than a transaction-level
-/// lock (`pg_try_advisory_xact_lock`) in an open transaction, because a run holds the
-/// lock across HTTP calls to Seam:
-/// - a session lock on a *pooled* connection outlives a run that panics or whose
-///   future is dropped: the connection goes back to the pool still holding it, and
-///   every replica skips catch-up until that connection happens to close;
-/// - an open transaction would keep a pooled connection busy and `idle in
-///   transaction` for the whole run, subject to `idle_in_transaction_session_timeout`
-///   and to the alerts operators put on such sessions.
-///
-/// Here the lock is released on every path: `release` unlocks and closes the
-/// connection; if the run fails, it is released the same way; if the run panics or
-/// its future is dropped, dropping the connection closes its socket and Postgres ends
-/// the session, lock included (a moment later: the next run may be skipped once).
-/// The cost is one connection set up per run, outside `database.max_connections`.
-/// Like the lock before it, it needs a session the connection keeps (a pooler in
-/// transaction mode would not do).
-struct RunLock {
-    conn: PgConnection,
-}
-
-impl RunLock {
-    /// The lock, or `None` when another replica holds it.
-    async fn try_acquire(pool: &PgPool) -> anyhow::Result<Option<RunLock>> {
-        let options = pool.connect_options();
-        let timeout = pool.options().get_acquire_timeout();
-        let mut conn = tokio::time::timeout(timeout, PgConnection::connect_with(&options))
-            .await
-            .map_err(|_| anyhow::anyhow!("no connection for the catch-up lock within {timeout:?}"))??;
-        let locked: bool = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await?;
-        if !locked {
-            let _ = conn.close().await;
-            return Ok(None);
-        }
-        Ok(Some(RunLock { conn }))
-    }
-
-    /// Unlocks, so the next run anywhere can take it at once, and closes the connection.
-    async fn release(mut self) {
-        let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", LOCK_KEY).fetch_one(&mut self.conn).await;
-        let _ = self.conn.close().await;
     }
 }
 

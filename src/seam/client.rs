@@ -1,4 +1,5 @@
-//! The Seam API client: fetches one access code and classifies the answer.
+//! The Seam API client: fetches one access code and classifies the answer; reads
+//! the event log; pages through the device and access-code lists (the import).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -308,6 +309,317 @@ impl SeamClient {
     }
 }
 
+crate::text_enum::text_enum! {
+    /// Seam's paged lists the import reads.
+    pub enum SeamList {
+        /// `POST /devices/list`
+        Devices = "devices",
+        /// `POST /access_codes/list` (managed codes of one device)
+        AccessCodes = "access_codes",
+        /// `POST /access_codes/unmanaged/list` (unmanaged codes of one device)
+        UnmanagedAccessCodes = "unmanaged_access_codes",
+    }
+}
+
+impl SeamList {
+    pub fn path(self) -> &'static str {
+        match self {
+            SeamList::Devices => "/devices/list",
+            SeamList::AccessCodes => "/access_codes/list",
+            SeamList::UnmanagedAccessCodes => "/access_codes/unmanaged/list",
+        }
+    }
+
+    /// The list of an access-code endpoint.
+    pub fn of_codes(endpoint: CodeEndpoint) -> SeamList {
+        match endpoint {
+            CodeEndpoint::Managed => SeamList::AccessCodes,
+            CodeEndpoint::Unmanaged => SeamList::UnmanagedAccessCodes,
+        }
+    }
+
+    /// The field of the answer that holds the items.
+    fn field(self) -> &'static str {
+        match self {
+            SeamList::Devices => "devices",
+            SeamList::AccessCodes | SeamList::UnmanagedAccessCodes => "access_codes",
+        }
+    }
+}
+
+/// Why a page of a list was not read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PageError {
+    /// 401/403: an operator must fix the key.
+    #[error("Seam rejected the API key: HTTP {status}: {message}")]
+    KeyRejected { status: u16, message: String },
+    /// 408, 429, 5xx, a 404 without Seam's `not_found`, no answer, an unreadable 200:
+    /// try again later.
+    #[error("{reason}")]
+    Transient { reason: String, retry_after: Option<Duration>, status: Option<u16> },
+    /// Seam's own 404 `…not_found` (the device of a code list no longer exists).
+    #[error("HTTP 404: {message}")]
+    NotFound { message: String },
+    /// Any other 4xx: asking again will not help.
+    #[error("HTTP {status}: {message}")]
+    Rejected { status: u16, message: String },
+    /// Over `seam.max_response_bytes` even one item a page.
+    #[error("{}", too_large(*max_bytes))]
+    TooLarge { max_bytes: usize },
+}
+
+impl PageError {
+    /// The outcome label of this failure.
+    pub fn kind(&self) -> PageKind {
+        match self {
+            PageError::KeyRejected { .. } => PageKind::KeyRejected,
+            PageError::Transient { .. } => PageKind::Transient,
+            PageError::NotFound { .. } => PageKind::NotFound,
+            PageError::Rejected { .. } => PageKind::Rejected,
+            PageError::TooLarge { .. } => PageKind::TooLarge,
+        }
+    }
+}
+
+crate::text_enum::text_enum! {
+    /// How a call for one page ended: for logs and metric labels.
+    pub enum PageKind {
+        Ok = "ok", Transient = "transient", KeyRejected = "key_rejected", NotFound = "not_found",
+        Rejected = "rejected", TooLarge = "too_large",
+    }
+}
+
+/// One page of a list, its items parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Items left out: unreadable (logged, never quoted), or, for devices, without
+    /// the `access_code` capability.
+    pub skipped: usize,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// The `limit` that was answered: smaller than asked when a page was over
+    /// `seam.max_response_bytes` and was asked for again in halves.
+    pub limit: u32,
+    /// Calls made for this page (more than one when it was asked for again smaller).
+    pub calls: u32,
+}
+
+/// A device that takes access codes, as `/devices/list` names it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Device {
+    pub device_id: String,
+    #[serde(default)]
+    pub connected_account_id: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListedDevice {
+    #[serde(flatten)]
+    device: Device,
+    #[serde(default, deserialize_with = "list_or_null")]
+    capabilities_supported: Vec<Value>,
+}
+
+/// A page of raw items and where the next one starts.
+struct RawPage {
+    items: Vec<Value>,
+    next_cursor: Option<String>,
+    limit: u32,
+    calls: u32,
+}
+
+impl SeamClient {
+    /// One page of `/devices/list` from `cursor` (`None`: the first), keeping only
+    /// the devices whose `capabilities_supported` holds `access_code`.
+    pub async fn devices_page(&self, cursor: Option<&str>, limit: u32) -> Result<Page<Device>, PageError> {
+        let raw = self.list_page(SeamList::Devices, serde_json::json!({}), cursor, limit).await?;
+        let mut items = Vec::new();
+        let mut skipped = 0;
+        for (index, item) in raw.items.into_iter().enumerate() {
+            match parse_listed::<ListedDevice>(&item) {
+                Ok(listed) if listed.capabilities_supported.iter().any(|c| c == "access_code") => {
+                    items.push(listed.device)
+                }
+                Ok(_) => skipped += 1,
+                Err(reason) => {
+                    tracing::warn!(index, device_id = %listed_id(&item, "device_id"), %reason, "skipping a device /devices/list returned that cannot be read");
+                    skipped += 1;
+                }
+            }
+        }
+        Ok(Page { items, skipped, next_cursor: raw.next_cursor, limit: raw.limit, calls: raw.calls })
+    }
+
+    /// One page of a device's codes: `/access_codes/list` (managed) or
+    /// `/access_codes/unmanaged/list`. A code that cannot be read is left out and
+    /// counted (`skipped`), as its fetch would be refused; its PIN is never quoted.
+    pub async fn access_codes_page(
+        &self,
+        endpoint: CodeEndpoint,
+        device_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<FetchedCode>, PageError> {
+        let body = serde_json::json!({ "device_id": device_id });
+        let raw = self.list_page(SeamList::of_codes(endpoint), body, cursor, limit).await?;
+        let mut items = Vec::new();
+        let mut skipped = 0;
+        for (index, item) in raw.items.into_iter().enumerate() {
+            match parse_listed::<AccessCode>(&item) {
+                Ok(code) => items.push(FetchedCode { code, raw: item }),
+                Err(reason) => {
+                    tracing::warn!(index, %device_id, access_code_id = %listed_id(&item, "access_code_id"), %reason, "skipping an access code Seam listed that cannot be read");
+                    skipped += 1;
+                }
+            }
+        }
+        Ok(Page { items, skipped, next_cursor: raw.next_cursor, limit: raw.limit, calls: raw.calls })
+    }
+
+    /// The one paged-list call every list goes through: `POST list.path()` with
+    /// `body` + `limit` + `page_cursor`, paced and read within
+    /// `seam.max_response_bytes`. A page over that limit is asked for again with half
+    /// the `limit`, down to one item.
+    async fn list_page(
+        &self,
+        list: SeamList,
+        mut body: Value,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<RawPage, PageError> {
+        let mut limit = limit.max(1);
+        let mut calls = 0;
+        if let Some(cursor) = cursor {
+            body["page_cursor"] = cursor.into();
+        }
+        loop {
+            body["limit"] = limit.into();
+            calls += 1;
+            match self.list_call(list, &body).await {
+                Err(PageError::TooLarge { .. }) if limit > 1 => {
+                    tracing::warn!(%list, limit, "a page over seam.max_response_bytes; asking for half as many");
+                    limit /= 2;
+                }
+                Err(e) => return Err(e),
+                Ok((items, next_cursor)) => return Ok(RawPage { items, next_cursor, limit, calls }),
+            }
+        }
+    }
+
+    /// One call for one page: its items and the next page's cursor.
+    async fn list_call(&self, list: SeamList, body: &Value) -> Result<(Vec<Value>, Option<String>), PageError> {
+        self.pace().await;
+        let response = self
+            .http
+            .post(format!("{}{}", self.base_url, list.path()))
+            .header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| PageError::Transient {
+                reason: describe_transport_error(e),
+                retry_after: None,
+                status: None,
+            })?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
+            BodyError::TooLarge if status == StatusCode::OK => {
+                PageError::TooLarge { max_bytes: self.max_response_bytes }
+            }
+            BodyError::TooLarge => PageError::Transient {
+                reason: format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
+                retry_after,
+                status: Some(status.as_u16()),
+            },
+            BodyError::Transport(e) => {
+                PageError::Transient { reason: describe_transport_error(e), retry_after, status: Some(status.as_u16()) }
+            }
+        })?;
+        classify_page(list, status, &bytes, retry_after)
+    }
+}
+
+/// A list answer: its items and next cursor, or why there are none.
+fn classify_page(
+    list: SeamList,
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<(Vec<Value>, Option<String>), PageError> {
+    let code = status.as_u16();
+    match code {
+        200 => parse_page(list, body).map_err(|reason| PageError::Transient {
+            reason: format!("the {} answer {reason}", list.path()),
+            retry_after: None,
+            status: Some(200),
+        }),
+        404 if is_seam_not_found(body) => Err(PageError::NotFound { message: seam_error_text(body) }),
+        404 => Err(PageError::Transient {
+            reason: format!(
+                "HTTP 404 without Seam's not_found error (is SEAM_API_URL right?): {}",
+                seam_error_text(body)
+            ),
+            retry_after: None,
+            status: Some(404),
+        }),
+        401 | 403 => Err(PageError::KeyRejected { status: code, message: seam_error_text(body) }),
+        408 | 429 => Err(PageError::Transient { reason: format!("HTTP {status}"), retry_after, status: Some(code) }),
+        400..=499 => Err(PageError::Rejected { status: code, message: seam_error_text(body) }),
+        _ => Err(PageError::Transient {
+            reason: format!("HTTP {status}: {}", seam_error_text(body)),
+            retry_after,
+            status: Some(code),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    #[serde(default)]
+    has_next_page: bool,
+    #[serde(default)]
+    next_page_cursor: Option<String>,
+}
+
+/// The items of a 200 list answer and the next page's cursor (`None`: this was the
+/// last page, also when the answer has no `pagination`). Errors never quote it.
+fn parse_page(list: SeamList, body: &[u8]) -> Result<(Vec<Value>, Option<String>), String> {
+    let mut answer: Value = serde_json::from_slice(body).map_err(|e| describe_json_error(&e))?;
+    let items = match answer.get_mut(list.field()).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => return Err(format!("has no `{}` list", list.field())),
+    };
+    let pagination = match answer.get_mut("pagination").map(Value::take) {
+        None | Some(Value::Null) => None,
+        Some(pagination) => Some(
+            serde_json::from_value::<Pagination>(pagination)
+                .map_err(|_| "has a `pagination` of the wrong shape".to_owned())?,
+        ),
+    };
+    match pagination {
+        Some(Pagination { has_next_page: true, next_page_cursor: Some(cursor) }) if !cursor.is_empty() => {
+            Ok((items, Some(cursor)))
+        }
+        Some(Pagination { has_next_page: true, .. }) => Err("says it has a next page but gives no cursor".to_owned()),
+        _ => Ok((items, None)),
+    }
+}
+
+/// One listed item, typed; an error says where, never what (a mistyped `code` is the PIN).
+fn parse_listed<T: serde::de::DeserializeOwned>(item: &Value) -> Result<T, String> {
+    let bytes = serde_json::to_vec(item).map_err(|e| format!("it {}", describe_json_error(&e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("it {}", describe_json_error(&e)))
+}
+
+/// An item's id for a log line, when it has a readable one.
+fn listed_id(item: &Value, field: &str) -> String {
+    item.get(field).and_then(Value::as_str).map_or_else(|| "-".to_owned(), |id| bounded(id, MAX_QUOTED_ID))
+}
+
 fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>, access_code_id: &str) -> FetchOutcome {
     match status.as_u16() {
         200 => parse_found(body, access_code_id).unwrap_or_else(|reason| FetchOutcome::Transient {
@@ -503,5 +815,58 @@ mod tests {
         headers.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
         let parsed = retry_after(&headers).unwrap();
         assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120), "{parsed:?}");
+    }
+
+    #[test]
+    fn list_pages_follow_the_cursor_while_there_is_a_next_page() {
+        let ok = StatusCode::OK;
+        let body = br#"{"access_codes":[{"access_code_id":"a"}],"pagination":{"has_next_page":true,"next_page_cursor":"c2","next_page_url":null},"ok":true}"#;
+        let (items, next) = classify_page(SeamList::AccessCodes, ok, body, None).unwrap();
+        assert_eq!((items.len(), next.as_deref()), (1, Some("c2")));
+        let last = br#"{"access_codes":[],"pagination":{"has_next_page":false,"next_page_cursor":"ignored","next_page_url":null},"ok":true}"#;
+        assert_eq!(classify_page(SeamList::AccessCodes, ok, last, None).unwrap(), (vec![], None));
+        let without_pagination = br#"{"devices":[{"device_id":"d"}],"ok":true}"#;
+        assert_eq!(classify_page(SeamList::Devices, ok, without_pagination, None).unwrap().1, None);
+        let no_cursor = br#"{"devices":[],"pagination":{"has_next_page":true,"next_page_cursor":null},"ok":true}"#;
+        assert!(matches!(
+            classify_page(SeamList::Devices, ok, no_cursor, None),
+            Err(PageError::Transient { status: Some(200), .. })
+        ));
+        let wrong_list = br#"{"devices":[],"ok":true}"#;
+        assert!(classify_page(SeamList::AccessCodes, ok, wrong_list, None).is_err());
+    }
+
+    #[test]
+    fn list_failures_are_classified_like_fetches() {
+        let list = SeamList::UnmanagedAccessCodes;
+        let kind = |status: u16, body: &[u8]| {
+            classify_page(list, StatusCode::from_u16(status).unwrap(), body, None).unwrap_err().kind()
+        };
+        assert_eq!(kind(401, br#"{"error":{"type":"unauthorized","message":"no"}}"#), PageKind::KeyRejected);
+        assert_eq!(kind(403, b""), PageKind::KeyRejected);
+        assert_eq!(kind(429, b""), PageKind::Transient);
+        assert_eq!(kind(503, b""), PageKind::Transient);
+        assert_eq!(kind(400, br#"{"error":{"type":"invalid_input","message":"bad"}}"#), PageKind::Rejected);
+        assert_eq!(kind(404, br#"{"error":{"type":"device_not_found","message":"gone"}}"#), PageKind::NotFound);
+        assert_eq!(kind(404, b"<html>no route</html>"), PageKind::Transient, "a 404 that is not Seam's");
+    }
+
+    #[test]
+    fn no_list_failure_and_no_skipped_code_quotes_a_pin() {
+        let pin = "905531";
+        let bodies: [(u16, &[u8]); 3] = [
+            (200, br#"{"access_codes":[{"access_code_id":"a","code":"905531""#),
+            (400, br#"{"error":{"type":"invalid_input","message":"code 905531 rejected"},"ok":false}"#),
+            (500, br#"{"code":"905531"}"#),
+        ];
+        for (status, body) in bodies {
+            let error = classify_page(SeamList::AccessCodes, StatusCode::from_u16(status).unwrap(), body, None);
+            let text = format!("{:?}", error.unwrap_err());
+            assert!(!text.contains(pin), "{text}");
+        }
+        // A listed code whose PIN is mistyped is skipped; the reason says where, not what.
+        let item = serde_json::json!({"access_code_id": "a", "status": "set", "code": 905531});
+        let reason = parse_listed::<AccessCode>(&item).unwrap_err();
+        assert!(!reason.contains(pin) && reason.contains("wrong type"), "{reason}");
     }
 }

@@ -1,11 +1,14 @@
 //! Everything that reads or writes Postgres: the pool and the schema (here),
 //! verified events and their re-fetch requests (`intake`), the re-fetch queue
-//! (`queue`), the mirror (`mirror`) and the operators' queries (`admin`).
+//! (`queue`), the mirror (`mirror`), the operators' queries (`admin`) and the
+//! one-replica-at-a-time lock of the periodic jobs (`run_lock`).
 
 pub mod admin;
+pub mod import;
 pub mod intake;
 pub mod mirror;
 pub mod queue;
+pub mod run_lock;
 pub mod sweep;
 
 use anyhow::Context;

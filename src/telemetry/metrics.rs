@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::seam::client::FetchKind;
+use crate::seam::client::{FetchKind, PageKind, SeamList};
 use crate::seam::event::CodeEndpoint;
 pub use crate::store::admin::CatchUpRun;
 use crate::store::admin::QueueStatus;
@@ -51,9 +51,42 @@ crate::text_enum::text_enum! {
 }
 
 crate::text_enum::text_enum! {
+    /// What a code the import listed did to the mirror.
+    pub enum ImportCode {
+        Created = "created", Changed = "changed", Unchanged = "unchanged",
+        /// A fetch newer than the list was already stored.
+        Stale = "stale",
+        /// Unreadable, or refused by Postgres: left out.
+        Skipped = "skipped",
+    }
+}
+
+crate::text_enum::text_enum! {
+    pub enum ImportRun {
+        Completed = "completed",
+        /// Another replica holds the import lock.
+        Skipped = "skipped",
+        /// Stopped short; the next run resumes it.
+        Failed = "failed",
+    }
+}
+
+crate::text_enum::text_enum! {
+    /// Why the import queued a re-fetch of a mirrored code.
+    pub enum ImportRefetch {
+        /// Its device's lists did not return it.
+        Unlisted = "unlisted",
+        /// Its device is no longer listed.
+        DeviceUnlisted = "device_unlisted",
+    }
+}
+
+crate::text_enum::text_enum! {
     /// The long-running background tasks, by name (`jobs::supervisor`).
     pub enum Task {
         CatchUp = "catch_up", Sweep = "sweep", Prune = "prune",
+        /// The import when the worker starts.
+        Import = "import",
         /// One of the worker's fetch loops.
         Worker = "worker",
         /// The worker's LISTEN task.
@@ -90,6 +123,12 @@ pub struct SeamLabels {
     pub outcome: FetchKind,
     /// The HTTP status, or `none` when no answer came.
     pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabels {
+    pub list: SeamList,
+    pub outcome: PageKind,
 }
 
 /// One label, `kind`, of a closed set of values.
@@ -144,6 +183,11 @@ pub struct Metrics {
     pub catch_up_runs: Counters<KindLabel<CatchUpRun>>,
     pub catch_up_events: Counters<KindLabel<CatchUpEvent>>,
     pub sweep_refetches: Counters<KindLabel<SweepKind>>,
+    pub import_runs: Counters<Outcome<ImportRun>>,
+    pub import_devices: Counter,
+    pub import_codes: Counters<Outcome<ImportCode>>,
+    pub import_refetches: Counters<KindLabel<ImportRefetch>>,
+    pub import_seam_calls: Counters<ListLabels>,
     pub task_failures: Counters<TaskLabel>,
     catch_up_mark_age: GaugeF64,
     catch_up_success_age: GaugeF64,
@@ -204,6 +248,16 @@ impl Metrics {
             catch_up_events: register! { "catch_up_events", "Events found by catch-up (the access_code, device and connected_account types it asks for), by kind: new (no webhook brought them) or seen",
             Family::default() },
             sweep_refetches: register! { "sweep_refetches", "Re-fetches queued by sweeps, by kind: stuck, time_bound, settled",
+            Family::default() },
+            import_runs: register! { "import_runs", "Import runs by outcome: completed, skipped (another replica), failed (resumed by the next run)",
+            Family::default() },
+            import_devices: register! { "import_devices", "Devices whose codes the import has listed and stored",
+            Counter::default() },
+            import_codes: register! { "import_codes", "Codes the import listed, by what they did to the mirror: created, changed, unchanged, stale, skipped",
+            Family::default() },
+            import_refetches: register! { "import_refetches", "Re-fetches the import queued, by kind: unlisted (its device's lists left it out), device_unlisted",
+            Family::default() },
+            import_seam_calls: register! { "import_seam_calls", "Seam list calls made by the import, by list (devices, access_codes, unmanaged_access_codes) and outcome",
             Family::default() },
             task_failures: register! { "task_failures", "Panics and unexpected ends of background work, by task: a task restarted, or one step of it failed",
             Family::default() },

@@ -10,6 +10,12 @@
 //! - `POST /events/list` serves the event log set with [`SeamHandle::set_events`]
 //!   as Seam does (`since` / `between`, `event_types`, newest first, `limit`), and records each
 //!   request's body.
+//! - `POST /devices/list`, `POST /access_codes/list` and
+//!   `POST /access_codes/unmanaged/list` page (cursor, `limit`, a page size the test
+//!   sets with [`SeamHandle::set_page_size`]) through the devices set with
+//!   [`SeamHandle::set_devices`] and the codes set with [`SeamHandle::set_code`] (a
+//!   code's `device_id` places it, `"is_managed": false` makes it unmanaged), in the
+//!   documented shapes; [`SeamHandle::fail_lists_after`] makes them fail after N calls.
 //! - [`Mode`]s for every request: HTTP errors, slow answers; and [`StandIn::go_down`]
 //!   / [`StandIn::come_up`] (connections refused, then the same port again).
 //! - Counts: calls in total, per code, per path, per status answered; requests in
@@ -126,6 +132,11 @@ struct Shared {
     /// The event log, each with its `created_at` read once.
     events: Mutex<Vec<(Option<DateTime<Utc>>, Value)>>,
     event_log_requests: Mutex<Vec<Value>>,
+    devices: Mutex<Vec<Value>>,
+    page_size: Mutex<Option<usize>>,
+    list_failure: Mutex<Option<ListFailure>>,
+    refused_lists: Mutex<HashMap<(String, String), u16>>,
+    list_requests: Mutex<Vec<(String, Value)>>,
     mode: Mutex<Mode>,
     calls: AtomicU64,
     per_code: Mutex<HashMap<String, u64>>,
@@ -139,6 +150,13 @@ impl Shared {
     fn count_answer(&self, status: u16) {
         *self.answered.lock().unwrap().entry(status).or_default() += 1;
     }
+}
+
+/// List calls answered normally before every further one fails.
+#[derive(Debug, Clone, Copy)]
+struct ListFailure {
+    remaining: u64,
+    status: u16,
 }
 
 /// The stand-in's state, shared with whoever programs answers or reads counts.
@@ -181,6 +199,42 @@ impl SeamHandle {
     /// The bodies of the `POST /events/list` requests so far.
     pub fn event_log_requests(&self) -> Vec<Value> {
         self.0.event_log_requests.lock().unwrap().clone()
+    }
+
+    /// What `/devices/list` holds from now on (device objects, each with its
+    /// `device_id`; `capabilities_supported` decides whether it takes codes).
+    pub fn set_devices(&self, devices: Vec<Value>) {
+        *self.0.devices.lock().unwrap() = devices;
+    }
+
+    /// The most items a list page holds, whatever `limit` asks (`None`: the
+    /// `limit`, or Seam's default for it: 500 devices, 55,000 codes, 300,000
+    /// unmanaged codes).
+    pub fn set_page_size(&self, size: Option<usize>) {
+        *self.0.page_size.lock().unwrap() = size;
+    }
+
+    /// The next `calls` list requests (devices, codes, unmanaged codes) are answered
+    /// as usual; every one after them is answered `status` with a Seam error body,
+    /// until [`SeamHandle::lists_recover`].
+    pub fn fail_lists_after(&self, calls: u64, status: u16) {
+        *self.0.list_failure.lock().unwrap() = Some(ListFailure { remaining: calls, status });
+    }
+
+    /// `path` (`/access_codes/list` or `/access_codes/unmanaged/list`) for
+    /// `device_id` is answered `status` with a Seam error body from now on.
+    pub fn refuse_list(&self, path: &str, device_id: &str, status: u16) {
+        self.0.refused_lists.lock().unwrap().insert((path.to_owned(), device_id.to_owned()), status);
+    }
+
+    /// Lists are answered as usual again.
+    pub fn lists_recover(&self) {
+        *self.0.list_failure.lock().unwrap() = None;
+    }
+
+    /// The path and body of each list request so far (`/devices/list`, …).
+    pub fn list_requests(&self) -> Vec<(String, Value)> {
+        self.0.list_requests.lock().unwrap().clone()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -226,6 +280,7 @@ impl SeamHandle {
         self.0.per_path.lock().unwrap().clear();
         self.0.answered.lock().unwrap().clear();
         self.0.event_log_requests.lock().unwrap().clear();
+        self.0.list_requests.lock().unwrap().clear();
         self.reset_max_in_flight();
     }
 }
@@ -334,6 +389,79 @@ async fn list_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
     axum::Json(json!({ "events": events, "ok": true })).into_response()
 }
 
+/// Seam's default `limit` of each list.
+fn default_limit(path: &str) -> usize {
+    match path {
+        "/devices/list" => 500,
+        "/access_codes/list" => 55_000,
+        _ => 300_000,
+    }
+}
+
+/// `POST /devices/list`, `/access_codes/list`, `/access_codes/unmanaged/list`:
+/// the items in id order, from after the cursor (the last id of the page before),
+/// at most `limit` (or the page size set) of them.
+async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    *shared.per_path.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.list_requests.lock().unwrap().push((path.clone(), request.clone()));
+    let failure = {
+        let mut failure = shared.list_failure.lock().unwrap();
+        match failure.as_mut() {
+            Some(f) if f.remaining == 0 => Some(f.status),
+            Some(f) => {
+                f.remaining -= 1;
+                None
+            }
+            None => None,
+        }
+    };
+    let device = request["device_id"].as_str().unwrap_or_default().to_owned();
+    let refused = shared.refused_lists.lock().unwrap().get(&(path.clone(), device)).copied();
+    let answer = match failure.or(refused) {
+        Some(status) => Some(Answer::error(status)),
+        None => mode(&shared).await,
+    };
+    if let Some(error) = answer {
+        shared.count_answer(error.status);
+        return error.into_response();
+    }
+    let (field, id_field, mut items) = if path == "/devices/list" {
+        ("devices", "device_id", shared.devices.lock().unwrap().clone())
+    } else {
+        let Some(device_id) = request["device_id"].as_str() else {
+            shared.count_answer(400);
+            let error = json!({"error": {"type": "invalid_input", "message": "device_id is required"}, "ok": false});
+            return Answer::json(400, error).into_response();
+        };
+        let unmanaged = path == "/access_codes/unmanaged/list";
+        let answers = shared.answers.lock().unwrap();
+        let codes = answers
+            .values()
+            .filter_map(|answer| answer.code.as_ref())
+            .filter(|code| code["device_id"] == device_id && (code["is_managed"] == false) == unmanaged)
+            .cloned()
+            .collect();
+        ("access_codes", "access_code_id", codes)
+    };
+    let id = |item: &Value| item[id_field].as_str().unwrap_or_default().to_owned();
+    items.sort_by_key(id);
+    if let Some(after) = request["page_cursor"].as_str().and_then(|c| c.strip_prefix("after:")) {
+        items.retain(|item| id(item).as_str() > after);
+    }
+    let limit = request["limit"].as_u64().map_or(default_limit(&path), |l| l.max(1) as usize);
+    let size = shared.page_size.lock().unwrap().map_or(limit, |size| size.min(limit));
+    let has_next_page = items.len() > size;
+    items.truncate(size);
+    let next_page_cursor = has_next_page.then(|| format!("after:{}", id(items.last().expect("a full page"))));
+    let next_page_url = next_page_cursor.as_ref().map(|c| format!("http://stand-in{path}?page_cursor={c}"));
+    shared.count_answer(200);
+    let pagination =
+        json!({"next_page_cursor": next_page_cursor, "has_next_page": has_next_page, "next_page_url": next_page_url});
+    axum::Json(json!({ field: items, "pagination": pagination, "ok": true })).into_response()
+}
+
 /// The stand-in server; listens until [`StandIn::go_down`], again after
 /// [`StandIn::come_up`] on the same port. Derefs to its [`SeamHandle`].
 pub struct StandIn {
@@ -432,6 +560,9 @@ fn serve(
         .route("/access_codes/get", get(get_code))
         .route("/access_codes/unmanaged/get", get(get_code))
         .route("/events/list", post(list_events))
+        .route("/devices/list", post(list_items))
+        .route("/access_codes/list", post(list_items))
+        .route("/access_codes/unmanaged/list", post(list_items))
         .with_state(handle.0);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = runtime.spawn(async move {

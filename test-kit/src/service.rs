@@ -43,7 +43,11 @@ impl ServiceConfig {
             seam_url: seam_url.to_owned(),
             api_key: "seam_test_key".to_owned(),
             webhook_secret: crate::SECRET.to_owned(),
-            env: vec![("APP_LOG__FORMAT".to_owned(), "text".to_owned())],
+            // The import on start is driven by its own tests.
+            env: vec![
+                ("APP_LOG__FORMAT".to_owned(), "text".to_owned()),
+                ("APP_IMPORT__ON_START".to_owned(), "false".to_owned()),
+            ],
             log_filter: "warn".to_owned(),
             output: Output::default(),
         }

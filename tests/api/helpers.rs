@@ -12,6 +12,7 @@ use seam_access_sync::app::Application;
 use seam_access_sync::clock::FixedClock;
 use seam_access_sync::config::Settings;
 use seam_access_sync::jobs::catch_up::CatchUp;
+use seam_access_sync::jobs::import::{Import, Retry};
 use seam_access_sync::jobs::worker::Worker;
 use seam_access_sync::seam::SeamClient;
 use seam_access_sync::seam::SeamKeyStatus;
@@ -64,6 +65,8 @@ pub fn settings_with(seam_url: &str, extra: &[&str]) -> Settings {
         interval_seconds = 0
         [sweep]
         interval_seconds = 0
+        [import]
+        on_start = false
         "#
     );
     let layers: Vec<&str> = std::iter::once(test.as_str()).chain(extra.iter().copied()).collect();
@@ -166,6 +169,23 @@ pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKey
     let catch_up =
         CatchUp::new(pool.clone(), seam, settings.catch_up.clone(), settings.store_pins, status.clone(), metrics);
     (catch_up, status)
+}
+
+/// The import pointed at `seam_url`, for tests to run once at a time: a list call
+/// that fails is not tried again (the run fails at once), and its metrics.
+pub fn import_job(
+    pool: &PgPool,
+    seam_url: &str,
+    extra: &str,
+) -> (Import, SeamKeyStatus, Arc<seam_access_sync::telemetry::metrics::Metrics>) {
+    let settings = settings(seam_url, extra);
+    let status = SeamKeyStatus::default();
+    let seam = SeamClient::new(&settings.seam).unwrap().paced(settings.worker.max_requests_per_second);
+    let metrics = Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
+    let import =
+        Import::new(pool.clone(), seam, settings.import.clone(), settings.store_pins, status.clone(), metrics.clone())
+            .with_retry(Retry { attempts: 1, ..Retry::default() });
+    (import, status, metrics)
 }
 
 /// Makes every pending re-fetch due now (stands in for waiting out a backoff).

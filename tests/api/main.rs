@@ -3,6 +3,7 @@
 mod abuse;
 mod contract;
 mod helpers;
+mod import;
 mod limits;
 mod operations;
 mod pins;
