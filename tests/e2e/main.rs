@@ -10,6 +10,7 @@ mod api_key;
 mod catch_up;
 mod contract;
 mod delivery;
+mod import;
 mod lifecycle;
 mod rig;
 mod signatures;

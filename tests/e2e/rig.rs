@@ -118,6 +118,13 @@ impl Harness {
         (answer["access_code"].clone(), answer["event"].clone())
     }
 
+    /// Makes an unmanaged code on device `device` (one Seam found on the lock), through
+    /// the fake's `/access_codes/simulate/create_unmanaged_access_code`; returns it.
+    pub async fn create_unmanaged_code(&self, device: usize, name: &str) -> Value {
+        let body = json!({ "device_id": self.info.device_ids[device], "name": name });
+        self.post("/unmanaged_codes", body).await["access_code"].clone()
+    }
+
     /// Patches a code in the fake (`status`, `warnings`, `errors`, …); returns what
     /// `/access_codes/get` now answers.
     pub async fn set_state(&self, access_code_id: &str, patch: Value) -> Value {
@@ -351,15 +358,23 @@ impl E2e {
 
     /// Same, with `settings` (`APP_*` variables) laid over the e2e defaults.
     pub async fn start_with(database: PgConnectOptions, settings: &[(&str, &str)]) -> E2e {
-        let harness = Harness::start().await;
+        E2e::start_on(Harness::start().await, database, settings).await
+    }
+
+    /// Same, on a fake the test has already filled (codes that exist before the
+    /// service starts). Waits for the start-up catch-up run unless catch-up is off.
+    pub async fn start_on(harness: Harness, database: PgConnectOptions, settings: &[(&str, &str)]) -> E2e {
         let db = PgPoolOptions::new().max_connections(2).connect_with(database.clone()).await.expect("test pool");
         let since = db_now(&db).await;
         let database = test_kit::database_url(&database);
         let settings: Vec<(String, String)> =
             settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let service = start_service(&database, &harness.info, &harness.info.api_key, &settings).await;
+        let catch_up_off = settings.iter().any(|(k, v)| k == "APP_CATCH_UP__INTERVAL_SECONDS" && v == "0");
         let e2e = E2e { service, harness, db, http: reqwest::Client::new(), database, settings };
-        e2e.start_up_catch_up(since).await;
+        if !catch_up_off {
+            e2e.start_up_catch_up(since).await;
+        }
         e2e
     }
 
