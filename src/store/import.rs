@@ -6,8 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use crate::seam::client::Device;
-use crate::seam::event::CodeEndpoint;
-use crate::store::queue::{self, RefetchRequest};
+use crate::store::queue::{self, KnownCode, RefetchRequest};
 
 /// A run, as far as it got.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,29 +187,23 @@ pub async fn queue_unlisted_codes(
     listed_from: DateTime<Utc>,
     complete: &[bool],
 ) -> sqlx::Result<usize> {
-    let codes = sqlx::query!(
-        "SELECT access_code_id, is_managed FROM access_codes
-         WHERE device_id = $1 AND deleted_at IS NULL AND fetched_at < $2 AND NOT (access_code_id = ANY($3))
-           AND is_managed = ANY($4)",
+    let codes = sqlx::query_as!(
+        KnownCode,
+        r#"SELECT access_code_id, is_managed, device_id, COALESCE($5, workspace_id) AS workspace_id,
+                  COALESCE($6, connected_account_id) AS connected_account_id
+           FROM access_codes
+           WHERE device_id = $1 AND deleted_at IS NULL AND fetched_at < $2 AND NOT (access_code_id = ANY($3))
+             AND is_managed = ANY($4)"#,
         device.device_id,
         listed_from,
         listed,
         complete,
+        device.workspace_id,
+        device.connected_account_id,
     )
     .fetch_all(&mut *conn)
     .await?;
-    let requests: Vec<RefetchRequest> = codes
-        .iter()
-        .map(|code| RefetchRequest {
-            access_code_id: &code.access_code_id,
-            endpoint: CodeEndpoint::of(code.is_managed),
-            device_id: Some(&device.device_id),
-            workspace_id: device.workspace_id.as_deref(),
-            connected_account_id: device.connected_account_id.as_deref(),
-            event: None,
-            requests: 1,
-        })
-        .collect();
+    let requests: Vec<RefetchRequest> = codes.iter().map(|code| code.refetch(None)).collect();
     queue::enqueue_all(conn, &requests).await?;
     Ok(requests.len())
 }
@@ -259,7 +252,8 @@ pub async fn finish_device(
 /// the run finished. Returns how many were queued.
 pub async fn finish_run(pool: &PgPool, run: &Run) -> sqlx::Result<usize> {
     let mut tx = pool.begin().await?;
-    let codes = sqlx::query!(
+    let codes = sqlx::query_as!(
+        KnownCode,
         "SELECT a.access_code_id, a.is_managed, a.device_id, a.workspace_id, a.connected_account_id
          FROM access_codes a
          WHERE a.deleted_at IS NULL AND a.fetched_at < $2
@@ -269,18 +263,7 @@ pub async fn finish_run(pool: &PgPool, run: &Run) -> sqlx::Result<usize> {
     )
     .fetch_all(&mut *tx)
     .await?;
-    let requests: Vec<RefetchRequest> = codes
-        .iter()
-        .map(|code| RefetchRequest {
-            access_code_id: &code.access_code_id,
-            endpoint: CodeEndpoint::of(code.is_managed),
-            device_id: code.device_id.as_deref(),
-            workspace_id: code.workspace_id.as_deref(),
-            connected_account_id: code.connected_account_id.as_deref(),
-            event: None,
-            requests: 1,
-        })
-        .collect();
+    let requests: Vec<RefetchRequest> = codes.iter().map(|code| code.refetch(None)).collect();
     queue::enqueue_all(&mut tx, &requests).await?;
     sqlx::query!(
         "UPDATE import_runs SET finished_at = now(), codes_queued = codes_queued + $2, last_error = NULL,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::seam::event::{CodeEndpoint, EventAction, EventRef, SeamEvent};
-use crate::store::queue::{self, RefetchRequest};
+use crate::seam::event::{EventAction, EventRef, SeamEvent};
+use crate::store::queue::{self, KnownCode, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -88,11 +88,7 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
 
 /// A mirrored code that a device or account event asks to fetch again.
 struct Affected {
-    access_code_id: String,
-    is_managed: bool,
-    device_id: Option<String>,
-    workspace_id: Option<String>,
-    connected_account_id: Option<String>,
+    code: KnownCode,
     /// The event that asks (an index into the batch's new events).
     event: usize,
 }
@@ -140,11 +136,13 @@ async fn codes_affected(conn: &mut sqlx::PgConnection, events: &[&SeamEvent]) ->
     Ok(rows
         .into_iter()
         .map(|row| Affected {
-            access_code_id: row.access_code_id,
-            is_managed: row.is_managed,
-            device_id: row.device_id,
-            workspace_id: row.workspace_id,
-            connected_account_id: row.connected_account_id,
+            code: KnownCode {
+                access_code_id: row.access_code_id,
+                is_managed: row.is_managed,
+                device_id: row.device_id,
+                workspace_id: row.workspace_id,
+                connected_account_id: row.connected_account_id,
+            },
             event: row.event as usize,
         })
         .collect())
@@ -171,15 +169,7 @@ fn merge_requests<'a>(events: &[&'a SeamEvent], affected: &'a [Affected]) -> Vec
             requests: 1,
         })
     });
-    let asked_by_device = affected.iter().map(|code| RefetchRequest {
-        access_code_id: &code.access_code_id,
-        endpoint: CodeEndpoint::of(code.is_managed),
-        device_id: code.device_id.as_deref(),
-        workspace_id: code.workspace_id.as_deref(),
-        connected_account_id: code.connected_account_id.as_deref(),
-        event: Some(event_ref(events[code.event])),
-        requests: 1,
-    });
+    let asked_by_device = affected.iter().map(|asked| asked.code.refetch(Some(event_ref(events[asked.event]))));
     let mut by_code: HashMap<&str, RefetchRequest<'a>> = HashMap::new();
     for request in asked_by_code.chain(asked_by_device) {
         match by_code.get_mut(request.access_code_id) {

@@ -26,6 +26,32 @@ pub struct RefetchRequest<'a> {
     pub requests: i64,
 }
 
+/// A mirrored code to fetch again, as the mirror (or the device list) knows it.
+#[derive(Debug, Clone)]
+pub struct KnownCode {
+    pub access_code_id: String,
+    pub is_managed: bool,
+    pub device_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub connected_account_id: Option<String>,
+}
+
+impl KnownCode {
+    /// A request to fetch this code from the endpoint that serves it, asked for by
+    /// `event` (none: a sweep, the import).
+    pub fn refetch(&self, event: Option<EventRef>) -> RefetchRequest<'_> {
+        RefetchRequest {
+            access_code_id: &self.access_code_id,
+            endpoint: CodeEndpoint::of(self.is_managed),
+            device_id: self.device_id.as_deref(),
+            workspace_id: self.workspace_id.as_deref(),
+            connected_account_id: self.connected_account_id.as_deref(),
+            event,
+            requests: 1,
+        }
+    }
+}
+
 /// Upserts a batch of re-fetch requests (arrays, one element per code) and
 /// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
 pub const ENQUEUE_SQL: &str = include_str!("sql/enqueue.sql");
