@@ -17,8 +17,8 @@ use crate::jobs::import::Import;
 use crate::jobs::supervisor::Supervisor;
 use crate::jobs::worker::Worker;
 use crate::jobs::{prune, sweep};
-use crate::seam::signature::{Verifier, WebhookSecrets};
-use crate::seam::{SeamClient, SeamKeyStatus};
+use crate::seam::signature::{SecretScope, Verifier, WebhookSecrets};
+use crate::seam::workspaces::{StartRefused, Workspaces};
 use crate::store::intake::{IntakeWriter, IntakeWriters};
 use crate::store::{self};
 use crate::telemetry::metrics::{Metrics, Task};
@@ -46,7 +46,18 @@ impl Application {
         if settings.database.migrate_on_start {
             store::migrate(&pool).await?;
         }
-        Self::build_with(settings, pool, Arc::new(SystemClock)).await
+        let app = Self::build_with(settings, pool, Arc::new(SystemClock)).await?;
+        // Which workspace each credential reaches: a rejected credential or two
+        // entries of one workspace stop the start; Seam being unreachable does not
+        // (resolution goes on in the background, the codes wait in the queue).
+        let (refusals, unknown) = app.state.workspaces.resolve().await;
+        if !refusals.is_empty() {
+            return Err(StartRefused(refusals).into());
+        }
+        if unknown > 0 {
+            tracing::warn!(unknown, "Seam did not say which workspace some credentials reach; asking again every 30 s");
+        }
+        Ok(app)
     }
 
     /// Builds on an existing pool and clock (tests use their own of both).
@@ -54,23 +65,23 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.listen_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen_addr))?;
+        let entries = settings.workspace_entries()?;
+        let workspaces = Workspaces::new(&entries, &settings.seam, settings.worker.max_requests_per_second)?;
         // A worker-only process has no webhook endpoint and needs no secret.
-        let secrets =
-            if settings.server.run_mode.runs_endpoint() { settings.webhook_secrets()? } else { WebhookSecrets::none() };
-        let verifier = Arc::new(Verifier::new(secrets, settings.webhook.tolerance_seconds));
-        let key_status = SeamKeyStatus::default();
+        let verifier = if settings.server.run_mode.runs_endpoint() {
+            let mut groups = vec![(SecretScope::AnyWorkspace, settings.webhook_secrets()?)];
+            groups.extend(entries.iter().enumerate().map(|(i, e)| (SecretScope::Workspace(i), e.secrets.clone())));
+            Verifier::scoped(groups, settings.webhook.tolerance_seconds)
+        } else {
+            Verifier::new(WebhookSecrets::none(), settings.webhook.tolerance_seconds)
+        };
+        let verifier = Arc::new(verifier);
         let metrics = Arc::new(Metrics::new());
         let (worker, catch_up, import) = if settings.server.run_mode.runs_worker() {
-            let seam = SeamClient::new(&settings.seam)?.paced(settings.worker.max_requests_per_second);
+            let first = workspaces.all().first().ok_or_else(|| anyhow::anyhow!("no Seam credential configured"))?;
+            let (seam, key_status) = (first.client.clone(), first.key_status.clone());
             let (worker_settings, store_pins) = (settings.worker.clone(), settings.store_pins);
-            let worker = Worker::new(
-                pool.clone(),
-                seam.clone(),
-                worker_settings,
-                store_pins,
-                key_status.clone(),
-                metrics.clone(),
-            );
+            let worker = Worker::new(pool.clone(), workspaces.clone(), worker_settings, store_pins, metrics.clone());
             let import = settings.import.on_start.then(|| {
                 let import_settings = settings.import.clone();
                 Import::new(
@@ -93,7 +104,7 @@ impl Application {
         let (intake, intake_writers) =
             IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
         let settings = Arc::new(settings);
-        let state = AppState { pool, settings, verifier, clock, key_status, metrics, intake, api_tokens };
+        let state = AppState { pool, settings, verifier, clock, workspaces, metrics, intake, api_tokens };
         Ok(Application { listener, state, worker, catch_up, import, intake_writers })
     }
 
@@ -121,6 +132,10 @@ impl Application {
             let writers = intake_writers.clone();
             supervisor.spawn(Task::IntakeWriter, move |_| writers.clone().run_one());
         }
+        let workspaces = state.workspaces.clone();
+        supervisor.spawn(Task::Workspaces, move |stop| {
+            workspaces.clone().resolve_until_known(std::time::Duration::from_secs(30), stop)
+        });
         if let Some(import) = import {
             supervisor.spawn(Task::Import, move |stop| import.clone().run_on_start(stop));
         }

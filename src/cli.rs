@@ -11,6 +11,7 @@ use crate::app::Application;
 use crate::config::Settings;
 use crate::jobs::import::{Import, Progress, RunOutcome};
 use crate::seam::event::CodeEndpoint;
+use crate::seam::workspaces::StartRefused;
 use crate::seam::{SeamClient, SeamKeyStatus};
 use crate::store;
 use crate::store::admin::{self, CatchUpRun};
@@ -127,7 +128,9 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
                 tracing::error!(error = format!("{e:#}"), "stopped");
             }
             eprintln!("seam-access-sync: {e:#}");
-            ExitCode::FAILURE
+            // Settings Seam refuses (a rejected credential, a workspace configured
+            // twice) are bad settings, like those refused before the start.
+            if e.downcast_ref::<StartRefused>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }

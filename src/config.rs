@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 
+use crate::seam::credential::Credential;
 use crate::seam::signature::WebhookSecrets;
 
 const BASE: &str = include_str!("../config/base.toml");
@@ -29,6 +30,9 @@ const SEAM_ENV_NAMES: &[(&str, &str)] = &[
     ("LISTEN_ADDR", "server.listen_addr"),
     ("API_TOKEN", "api.tokens"),
 ];
+
+/// A TOML or JSON file holding `workspaces = [...]` (a secret store's mount, say).
+const WORKSPACES_FILE_ENV: &str = "SEAM_WORKSPACES_FILE";
 
 /// Shortest `sweep.settled_interval_seconds` other than 0 (off).
 pub const MIN_SETTLED_INTERVAL_SECONDS: u64 = 600;
@@ -55,6 +59,41 @@ pub struct Settings {
     pub api: ApiSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+    /// `[[workspaces]]`: one entry per Seam workspace (also from `SEAM_WORKSPACES_FILE`).
+    #[serde(default)]
+    pub workspaces: Vec<WorkspaceSettings>,
+}
+
+/// One Seam workspace the service serves: the credential to call Seam with and the
+/// secret(s) of the workspace's webhook endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSettings {
+    /// A label for logs and `status` (default: the workspace id, once known).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Required with a personal access token; with an API key, optional and checked
+    /// against what Seam says the key belongs to.
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub personal_access_token: Option<SecretString>,
+    /// The `whsec_…` secret(s) of this workspace's endpoint: they verify this
+    /// workspace's events only.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+}
+
+/// A configured workspace, checked: its credential and its endpoint's secrets.
+#[derive(Debug, Clone)]
+pub struct WorkspaceEntry {
+    /// `name`, or where it came from (`SEAM_API_KEY`, `workspaces[2]`).
+    pub label: String,
+    pub workspace_id: Option<String>,
+    pub credential: Credential,
+    pub secrets: WebhookSecrets,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,12 +234,21 @@ impl Settings {
         if environment != "local" && !file.exists() {
             bail!("APP_ENVIRONMENT={environment} but {} does not exist", file.display());
         }
-        let mut settings = Self::from_figment(
-            Figment::from(Toml::string(BASE))
-                .merge(Toml::file(file))
-                .merge(Env::prefixed("APP_").split("__").ignore(&["environment", "config_dir"]))
-                .merge(seam_env()),
-        )?;
+        let mut figment = Figment::from(Toml::string(BASE))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("APP_").split("__").ignore(&["environment", "config_dir"]))
+            .merge(seam_env());
+        if let Ok(path) = std::env::var(WORKSPACES_FILE_ENV) {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                bail!("{WORKSPACES_FILE_ENV}={} is not a readable file", path.display());
+            }
+            figment = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => figment.merge(figment::providers::Json::file(path)),
+                _ => figment.merge(Toml::file(path)),
+            };
+        }
+        let mut settings = Self::from_figment(figment)?;
         settings.environment = environment;
         Ok(settings)
     }
@@ -280,43 +328,101 @@ impl Settings {
     /// Fail closed: the secrets the chosen run mode needs must be present and well
     /// formed. `serve` calls this; `migrate` needs no secrets.
     pub fn check_secrets(&self) -> anyhow::Result<()> {
+        let entries = self.workspace_entries()?;
         if self.server.run_mode.runs_endpoint() {
             self.webhook_secrets()?;
         }
         if self.server.run_mode.runs_worker() {
-            self.check_seam_key()?;
+            self.check_seam_credentials(&entries)?;
         }
         Ok(())
     }
 
-    /// The Seam API key and URL, for whatever calls Seam (the worker, `import`).
+    /// A Seam credential and URL, for whatever calls Seam (the worker, `import`).
     pub fn check_seam_key(&self) -> anyhow::Result<()> {
-        let key = self.seam.api_key.expose_secret();
-        if key.is_empty() {
-            bail!("SEAM_API_KEY is not set (the worker needs it; run_mode = \"server\" runs without it)");
-        }
-        if !key.starts_with("seam_") {
-            bail!("SEAM_API_KEY is malformed: a Seam API key starts with `seam_`");
+        self.check_seam_credentials(&self.workspace_entries()?)
+    }
+
+    fn check_seam_credentials(&self, entries: &[WorkspaceEntry]) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            bail!(
+                "SEAM_API_KEY is not set and no [[workspaces]] are configured (the worker needs a credential; \
+                 run_mode = \"server\" runs without one)"
+            );
         }
         reqwest::Url::parse(&self.seam.api_url).context("SEAM_API_URL is not a URL")?;
         Ok(())
     }
 
+    /// Every workspace the service serves, checked: `SEAM_API_KEY` (if set) first,
+    /// then each `[[workspaces]]` entry. Refused, naming the entry: a credential of a
+    /// kind the service cannot use, an entry with both or neither credential, a
+    /// weak secret, or two entries naming one workspace.
+    pub fn workspace_entries(&self) -> anyhow::Result<Vec<WorkspaceEntry>> {
+        let mut entries = Vec::new();
+        if !self.seam.api_key.expose_secret().trim().is_empty() {
+            let credential =
+                Credential::parse(&self.seam.api_key, None).map_err(|e| anyhow::anyhow!("SEAM_API_KEY {e}"))?;
+            entries.push(WorkspaceEntry {
+                label: "SEAM_API_KEY".into(),
+                workspace_id: None,
+                credential,
+                secrets: WebhookSecrets::none(),
+            });
+        }
+        for (i, workspace) in self.workspaces.iter().enumerate() {
+            let label = workspace.name.clone().unwrap_or_else(|| format!("workspaces[{i}]"));
+            let workspace_id = workspace.workspace_id.clone().filter(|w| !w.trim().is_empty());
+            let secret = match (&workspace.api_key, &workspace.personal_access_token) {
+                (Some(key), None) => key,
+                (None, Some(token)) => token,
+                _ => bail!("{label}: set exactly one of api_key and personal_access_token"),
+            };
+            let credential = Credential::parse(secret, workspace_id.as_deref())
+                .map_err(|e| anyhow::anyhow!("{label}: the credential {e}"))?;
+            let secrets = match &workspace.webhook_secret {
+                Some(secret) if !secret.expose_secret().trim().is_empty() => {
+                    self.checked_secrets(secret, &format!("{label}: webhook_secret"))?
+                }
+                _ => WebhookSecrets::none(),
+            };
+            if let Some(id) = &workspace_id
+                && entries.iter().any(|e: &WorkspaceEntry| e.workspace_id.as_ref() == Some(id))
+            {
+                bail!("{label}: workspace {id} is configured twice");
+            }
+            entries.push(WorkspaceEntry { label, workspace_id, credential, secrets });
+        }
+        Ok(entries)
+    }
+
     /// The webhook secrets, refused when one is weak: under
     /// `MIN_SECRET_BYTES` after decoding (Svix issues 24 or more), or the secret
     /// published with the Standard Webhooks test vectors in production.
+    /// The unscoped secrets (`SEAM_WEBHOOK_SECRET`, verifying any workspace's
+    /// events); refused when there are none and no `[[workspaces]]` entry has one.
     pub fn webhook_secrets(&self) -> anyhow::Result<WebhookSecrets> {
-        let secrets = WebhookSecrets::parse(self.webhook.secret.expose_secret())
-            .map_err(|e| anyhow::anyhow!("SEAM_WEBHOOK_SECRET is {e}"))?;
+        let any_scoped = self.workspaces.iter().any(|w| w.webhook_secret.is_some());
+        if any_scoped && self.webhook.secret.expose_secret().trim().is_empty() {
+            return Ok(WebhookSecrets::none());
+        }
+        self.checked_secrets(&self.webhook.secret, "SEAM_WEBHOOK_SECRET")
+    }
+
+    /// `list` parsed, refused when one secret is weak: under `MIN_SECRET_BYTES`
+    /// after decoding (Svix issues 24 or more), or the secret published with the
+    /// Standard Webhooks test vectors in production.
+    fn checked_secrets(&self, list: &SecretString, name: &str) -> anyhow::Result<WebhookSecrets> {
+        let secrets = WebhookSecrets::parse(list.expose_secret()).map_err(|e| anyhow::anyhow!("{name} is {e}"))?;
         if let Some((number, bytes)) = secrets.shortest().filter(|(_, bytes)| *bytes < MIN_SECRET_BYTES) {
             bail!(
-                "SEAM_WEBHOOK_SECRET is weak: secret #{number} is {bytes} bytes after decoding, fewer than \
+                "{name} is weak: secret #{number} is {bytes} bytes after decoding, fewer than \
                  {MIN_SECRET_BYTES}; use the whsec_ secret Seam shows for the endpoint"
             );
         }
         if secrets.includes_public_test_secret() && self.environment == "production" {
             bail!(
-                "SEAM_WEBHOOK_SECRET holds the public Standard Webhooks test-vector secret, which anyone can sign \
+                "{name} holds the public Standard Webhooks test-vector secret, which anyone can sign \
                  with; refused with APP_ENVIRONMENT=production"
             );
         }

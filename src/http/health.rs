@@ -22,15 +22,29 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (Statu
         Ok(pending) => json!({ "ok": false, "reason": format!("{pending} migration(s) not applied") }),
         Err(e) => json!({ "ok": false, "reason": detail("database unreachable", e.to_string()) }),
     };
+    let states = state.workspaces.key_states();
+    let workspaces: Vec<Value> = states
+        .iter()
+        .map(|(label, id, rejection)| match rejection {
+            None => json!({ "name": label, "workspace_id": id, "ok": true }),
+            Some(message) => json!({
+                "name": label, "workspace_id": id, "ok": false,
+                "reason": detail("Seam rejected the credential", message.clone()),
+            }),
+        })
+        .collect();
+    // Ready while any workspace can be served: one revoked key must not take the
+    // others out of a load balancer (its own entry says what is wrong).
     let seam_api_key = if !state.settings.server.run_mode.runs_worker() {
         json!({ "ok": true, "reason": "not used by this process (run_mode = server)" })
+    } else if states.iter().any(|(_, _, rejection)| rejection.is_none()) {
+        json!({ "ok": true })
     } else {
-        match state.key_status.rejection() {
-            None => json!({ "ok": true }),
-            Some(message) => json!({ "ok": false, "reason": detail("Seam rejected the API key", message) }),
-        }
+        let message = states.iter().filter_map(|(_, _, r)| r.clone()).collect::<Vec<_>>().join("; ");
+        json!({ "ok": false, "reason": detail("Seam rejected the API key", message) })
     };
     let ready = database["ok"] == true && seam_api_key["ok"] == true;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready, "database": database, "seam_api_key": seam_api_key })))
+    let body = json!({ "ready": ready, "database": database, "seam_api_key": seam_api_key, "workspaces": workspaces });
+    (status, Json(body))
 }

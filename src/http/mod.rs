@@ -28,8 +28,8 @@ use tracing::Level;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::seam::SeamKeyStatus;
 use crate::seam::signature::Verifier;
+use crate::seam::workspaces::Workspaces;
 use crate::store::intake::IntakeWriter;
 use crate::telemetry::metrics::{HttpLabels, HttpMethod, Metrics};
 use read_api::ApiTokens;
@@ -41,7 +41,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub verifier: Arc<Verifier>,
     pub clock: Arc<dyn Clock>,
-    pub key_status: SeamKeyStatus,
+    /// The configured workspaces: their ids (webhook secrets are scoped by them) and
+    /// the state of their credentials.
+    pub workspaces: Workspaces,
     pub metrics: Arc<Metrics>,
     pub intake: IntakeWriter,
     /// None: the read API is off.

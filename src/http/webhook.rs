@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::seam::event::{EventError, SeamEvent};
-use crate::seam::signature::VerifyError;
+use crate::seam::signature::{SecretScope, VerifyError};
 use crate::store::intake::{StoreError, Stored};
 
 /// Everything that can stop a delivery, each with its answer.
@@ -30,6 +30,12 @@ pub enum WebhookError {
     NotAnEvent(#[from] EventError),
     #[error("database unavailable")]
     Database { source: StoreError, retry_after_seconds: u32 },
+    /// Signed with one workspace's secret, for another workspace's event.
+    #[error("the secret that signed this delivery belongs to another workspace than the event's")]
+    WorkspaceMismatch,
+    /// Signed with the secret of a workspace whose id Seam has not told us yet.
+    #[error("the workspace of the secret that signed this delivery is not known yet; retry later")]
+    WorkspaceUnresolved { retry_after_seconds: u32 },
 }
 
 impl WebhookError {
@@ -39,8 +45,8 @@ impl WebhookError {
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             WebhookError::BodyUnreadable | WebhookError::NotAnEvent(_) => StatusCode::BAD_REQUEST,
             WebhookError::Signature(e) if e.is_malformed() => StatusCode::BAD_REQUEST,
-            WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
-            WebhookError::Database { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Signature(_) | WebhookError::WorkspaceMismatch => StatusCode::UNAUTHORIZED,
+            WebhookError::Database { .. } | WebhookError::WorkspaceUnresolved { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -53,6 +59,8 @@ impl WebhookError {
             WebhookError::Signature(e) => e.code(),
             WebhookError::NotAnEvent(_) => "invalid_event",
             WebhookError::Database { .. } => "database_unavailable",
+            WebhookError::WorkspaceMismatch => "workspace_mismatch",
+            WebhookError::WorkspaceUnresolved { .. } => "workspace_unresolved",
         }
     }
 }
@@ -68,7 +76,9 @@ impl IntoResponse for WebhookError {
             _ => tracing::warn!(reason = self.code(), detail = %self, status = status.as_u16(), "webhook rejected"),
         }
         let mut response = (status, Json(json!({ "error": self.code(), "message": self.to_string() }))).into_response();
-        if let WebhookError::Database { retry_after_seconds, .. } = self {
+        if let WebhookError::Database { retry_after_seconds, .. }
+        | WebhookError::WorkspaceUnresolved { retry_after_seconds } = self
+        {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
         response
@@ -95,7 +105,19 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(St
     let body = read_body(headers, body, server.max_body_bytes, server.body_read_timeout()).await?;
     let delivery = state.verifier.verify(headers, &body, state.clock.now_unix())?;
     let event = SeamEvent::parse(&body, state.settings.store_pins)?;
+    if let SecretScope::Workspace(entry) = delivery.scope {
+        match state.workspaces.id_of(entry) {
+            None => return Err(WebhookError::WorkspaceUnresolved { retry_after_seconds: server.retry_after_seconds }),
+            Some(id) if event.workspace_id.as_deref() != Some(id.as_str()) => {
+                state.metrics.workspace_mismatches.inc();
+                return Err(WebhookError::WorkspaceMismatch);
+            }
+            Some(_) => {}
+        }
+    }
+    let routable = state.workspaces.serves(event.workspace_id.as_deref());
     let (event_id, event_type) = (event.event_id.clone(), event.event_type.clone());
+    let workspace_id = event.workspace_id.clone();
     let access_code_id = event.access_code_id.clone().unwrap_or_default();
     let stored = state
         .intake
@@ -110,6 +132,12 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(St
         outcome = stored.label(),
         "webhook stored"
     );
+    if stored == Stored::New && !routable && !state.workspaces.all().is_empty() {
+        // Acknowledged (the signature was valid) but no configured credential reaches
+        // its workspace: it waits in the queue until one is added.
+        state.metrics.events_unroutable.inc();
+        tracing::warn!(%event_id, workspace_id = workspace_id.as_deref().unwrap_or(""), "event of a workspace no credential is configured for: stored, not fetched");
+    }
     Ok((stored, event_id))
 }
 

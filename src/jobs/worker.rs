@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::supervisor::{self, Supervisor};
 use crate::config::WorkerSettings;
-use crate::seam::SeamKeyStatus;
 use crate::seam::client::{FetchOutcome, SeamClient};
 use crate::seam::event::CodeEndpoint;
+use crate::seam::workspaces::{Route, Workspaces};
 use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed, Origin};
 use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
 use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, Task, WorkerError};
@@ -24,10 +24,9 @@ use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, Task,
 #[derive(Clone)]
 pub struct Worker {
     pool: PgPool,
-    seam: SeamClient,
+    workspaces: Workspaces,
     settings: WorkerSettings,
     store_pins: bool,
-    key_status: SeamKeyStatus,
     metrics: Arc<Metrics>,
 }
 
@@ -53,24 +52,34 @@ pub enum TaskResult {
 impl Worker {
     pub fn new(
         pool: PgPool,
-        seam: SeamClient,
+        workspaces: Workspaces,
         settings: WorkerSettings,
         store_pins: bool,
-        key_status: SeamKeyStatus,
         metrics: Arc<Metrics>,
     ) -> Worker {
-        Worker { pool, seam, settings, store_pins, key_status, metrics }
+        Worker { pool, workspaces, settings, store_pins, metrics }
     }
 
     /// Claims, fetches and stores one due re-fetch.
     pub async fn try_execute_task(&self) -> anyhow::Result<TaskOutcome> {
-        let Some(claim) = queue::claim_next(&self.pool, self.settings.lease()).await? else {
+        let filter = self.workspaces.claim_filter();
+        let Some(claim) = queue::claim_next(&self.pool, self.settings.lease(), &filter).await? else {
             return Ok(TaskOutcome::EmptyQueue);
         };
-        let (endpoint, outcome) = self.fetch_confirmed(&claim).await;
+        let Route::Fetch(workspace) = self.workspaces.route(claim.workspace_id.as_deref()) else {
+            // The workspaces changed between the claim and now: wait, like a rejected key.
+            let delay = Duration::from_secs(self.settings.auth_failure_retry_seconds);
+            let error = format!(
+                "no configured workspace serves workspace {}",
+                claim.workspace_id.as_deref().unwrap_or("(none named)")
+            );
+            let result = self.fail(&claim, Failure::Retry { delay, counts: false }, &error).await?;
+            return Ok(TaskOutcome::Executed { access_code_id: claim.access_code_id, result });
+        };
+        let (endpoint, outcome) = self.fetch_confirmed(&workspace.client, &claim).await;
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
-                self.key_status.accepted();
+                workspace.key_status.accepted();
                 match self.store(&claim, endpoint, Observed::Found(&fetched)).await {
                     // An answer Postgres cannot hold (a NUL character, say) would fail
                     // every retry the same way: give it to an operator instead.
@@ -81,7 +90,7 @@ impl Worker {
                 }
             }
             FetchOutcome::Gone => {
-                self.key_status.accepted();
+                workspace.key_status.accepted();
                 self.store(&claim, endpoint, Observed::Gone).await?
             }
             FetchOutcome::Transient { reason, retry_after, .. } => {
@@ -96,9 +105,10 @@ impl Worker {
                 tracing::error!(
                     status,
                     %message,
-                    "Seam rejected the API key (SEAM_API_KEY): re-fetches are kept and retried, but the mirror is not updating"
+                    workspace = %workspace.label,
+                    "Seam rejected the API key of this workspace (SEAM_API_KEY or its [[workspaces]] entry): its re-fetches are kept and retried, but its mirror is not updating"
                 );
-                self.key_status.rejected(format!("HTTP {status}: {message}"));
+                workspace.key_status.rejected(format!("HTTP {status}: {message}"));
                 let delay = Duration::from_secs(self.settings.auth_failure_retry_seconds);
                 self.fail(
                     &claim,
@@ -130,13 +140,13 @@ impl Worker {
     /// other before it counts: a code converted between managed and unmanaged lives
     /// on there, and a late event may have named the wrong one. Returns the endpoint
     /// that answered last, and its answer.
-    async fn fetch_confirmed(&self, claim: &Claim) -> (CodeEndpoint, FetchOutcome) {
-        let outcome = self.fetch(&claim.access_code_id, claim.endpoint, claim.attempts).await;
+    async fn fetch_confirmed(&self, seam: &SeamClient, claim: &Claim) -> (CodeEndpoint, FetchOutcome) {
+        let outcome = self.fetch(seam, &claim.access_code_id, claim.endpoint, claim.attempts).await;
         if outcome != FetchOutcome::Gone {
             return (claim.endpoint, outcome);
         }
         let other = claim.endpoint.other();
-        let confirmation = self.fetch(&claim.access_code_id, other, claim.attempts).await;
+        let confirmation = self.fetch(seam, &claim.access_code_id, other, claim.attempts).await;
         match confirmation {
             // Gone from both: deleted (reported against the endpoint the claim named).
             FetchOutcome::Gone => (claim.endpoint, FetchOutcome::Gone),
@@ -146,9 +156,15 @@ impl Worker {
     }
 
     /// One call to Seam for one code, timed and counted.
-    async fn fetch(&self, access_code_id: &str, endpoint: CodeEndpoint, attempt: i32) -> FetchOutcome {
+    async fn fetch(
+        &self,
+        seam: &SeamClient,
+        access_code_id: &str,
+        endpoint: CodeEndpoint,
+        attempt: i32,
+    ) -> FetchOutcome {
         let started = std::time::Instant::now();
-        let outcome = self.seam.get_access_code(access_code_id, endpoint).await;
+        let outcome = seam.get_access_code(access_code_id, endpoint).await;
         let labels = SeamLabels {
             endpoint,
             outcome: outcome.kind(),

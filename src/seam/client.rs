@@ -8,12 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::SeamSettings;
+use crate::seam::credential::Credential;
 use crate::seam::event::CodeEndpoint;
 use crate::seam::redact::{bounded, describe_json_error, seam_error_text};
 
@@ -24,7 +24,9 @@ const MAX_QUOTED_ID: usize = 100;
 pub struct SeamClient {
     http: reqwest::Client,
     base_url: String,
-    api_key: SecretString,
+    /// `Authorization` (and `seam-workspace` for a personal access token), marked
+    /// sensitive so they are never logged.
+    auth: HeaderMap,
     /// Largest answer read (`seam.max_response_bytes`).
     max_response_bytes: usize,
     /// Paces every call of every clone (`worker.max_requests_per_second`): the
@@ -176,8 +178,23 @@ fn too_large(max_bytes: usize) -> String {
 }
 
 impl SeamClient {
+    /// A client with `SEAM_API_KEY` (`seam.api_key`).
     pub fn new(settings: &SeamSettings) -> anyhow::Result<SeamClient> {
+        let key = &settings.api_key;
+        let credential = Credential::parse(key, None).unwrap_or_else(|_| Credential::ApiKey(key.clone()));
+        SeamClient::with_credential(settings, &credential)
+    }
+
+    /// A client calling Seam with `credential`.
+    pub fn with_credential(settings: &SeamSettings, credential: &Credential) -> anyhow::Result<SeamClient> {
         crate::install_tls_provider();
+        let mut auth = HeaderMap::new();
+        for (name, value) in credential.headers() {
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| anyhow::anyhow!("a Seam credential holds characters an HTTP header cannot carry"))?;
+            value.set_sensitive(true);
+            auth.insert(name, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout())
             .timeout(settings.timeout())
@@ -186,7 +203,7 @@ impl SeamClient {
         Ok(SeamClient {
             http,
             base_url: settings.api_url.trim_end_matches('/').to_owned(),
-            api_key: settings.api_key.clone(),
+            auth,
             max_response_bytes: settings.max_response_bytes,
             limiter: None,
         })
@@ -196,6 +213,12 @@ impl SeamClient {
     /// clones (0: no limit).
     pub fn paced(mut self, per_second: u32) -> SeamClient {
         self.limiter = NonZeroU32::new(per_second).map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+        self
+    }
+
+    /// This client, sharing `other`'s pace (one budget of calls for every workspace).
+    pub fn sharing_pace_of(mut self, other: &SeamClient) -> SeamClient {
+        self.limiter = other.limiter.clone();
         self
     }
 
@@ -217,7 +240,7 @@ impl SeamClient {
             .http
             .get(format!("{}{path}", self.base_url))
             .query(&[("access_code_id", access_code_id)])
-            .header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .headers(self.auth.clone())
             .send()
             .await;
         let response = match response {
@@ -265,7 +288,50 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<V
     Ok(body)
 }
 
+/// Why `/workspaces/get` named no workspace.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkspaceError {
+    /// 401/403: the credential is wrong (or revoked).
+    #[error("Seam rejected the credential: HTTP {status}: {message}")]
+    Rejected { status: u16, message: String },
+    /// No answer, or one that says nothing about the credential: try again later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 impl SeamClient {
+    /// `GET /workspaces/get`: the id of the workspace this client's credential reaches.
+    pub async fn get_workspace(&self) -> Result<String, WorkspaceError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            workspace: Workspace,
+        }
+        #[derive(Deserialize)]
+        struct Workspace {
+            workspace_id: String,
+        }
+        self.pace().await;
+        let response = self
+            .http
+            .get(format!("{}/workspaces/get", self.base_url))
+            .headers(self.auth.clone())
+            .send()
+            .await
+            .map_err(|e| WorkspaceError::Unavailable(describe_transport_error(e)))?;
+        let status = response.status();
+        let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
+            BodyError::TooLarge => WorkspaceError::Unavailable(too_large(self.max_response_bytes)),
+            BodyError::Transport(e) => WorkspaceError::Unavailable(describe_transport_error(e)),
+        })?;
+        match status.as_u16() {
+            200 => serde_json::from_slice::<Answer>(&bytes).map(|a| a.workspace.workspace_id).map_err(|e| {
+                WorkspaceError::Unavailable(format!("the /workspaces/get answer {}", describe_json_error(&e)))
+            }),
+            401 | 403 => Err(WorkspaceError::Rejected { status: status.as_u16(), message: seam_error_text(&bytes) }),
+            _ => Err(WorkspaceError::Unavailable(format!("HTTP {status}: {}", seam_error_text(&bytes)))),
+        }
+    }
+
     /// `POST /events/list` for one window, at most `limit` events, of `event_types`
     /// only (every one a value of the `event_types` enum Seam publishes: the live API
     /// may refuse others).
@@ -284,7 +350,7 @@ impl SeamClient {
         let response = self
             .http
             .post(format!("{}/events/list", self.base_url))
-            .header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .headers(self.auth.clone())
             .json(&body)
             .send()
             .await
@@ -515,7 +581,7 @@ impl SeamClient {
         let response = self
             .http
             .post(format!("{}{}", self.base_url, list.path()))
-            .header(AUTHORIZATION, format!("Bearer {}", self.api_key.expose_secret()))
+            .headers(self.auth.clone())
             .json(body)
             .send()
             .await

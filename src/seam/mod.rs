@@ -8,6 +8,7 @@ pub mod credential;
 pub mod event;
 pub mod redact;
 pub mod signature;
+pub mod workspaces;
 
 use std::sync::{Arc, RwLock};
 

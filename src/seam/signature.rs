@@ -91,11 +91,22 @@ fn decode_secret(secret: &str) -> Option<Vec<u8>> {
     LENIENT_BASE64.decode(encoded).ok()
 }
 
+/// Which events a secret may sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretScope {
+    /// `SEAM_WEBHOOK_SECRET`: any workspace's.
+    AnyWorkspace,
+    /// A `[[workspaces]]` entry's `webhook_secret` (its index): that workspace's only.
+    Workspace(usize),
+}
+
 /// Where the sender said a delivery came from, once its signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedDelivery {
     /// `svix-id` / `webhook-id`: the same on every retry of one message.
     pub message_id: String,
+    /// The scope of the secret that signed it.
+    pub scope: SecretScope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -131,15 +142,28 @@ impl VerifyError {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verifier {
-    secrets: WebhookSecrets,
+    keys: Vec<(Vec<u8>, SecretScope)>,
     tolerance_seconds: i64,
 }
 
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Verifier([{} redacted], {} s)", self.keys.len(), self.tolerance_seconds)
+    }
+}
+
 impl Verifier {
+    /// Secrets that verify any workspace's events.
     pub fn new(secrets: WebhookSecrets, tolerance_seconds: u64) -> Verifier {
-        Verifier { secrets, tolerance_seconds: i64::try_from(tolerance_seconds).unwrap_or(i64::MAX) }
+        Verifier::scoped(vec![(SecretScope::AnyWorkspace, secrets)], tolerance_seconds)
+    }
+
+    /// Groups of secrets, each with the events it may sign.
+    pub fn scoped(groups: Vec<(SecretScope, WebhookSecrets)>, tolerance_seconds: u64) -> Verifier {
+        let keys = groups.into_iter().flat_map(|(scope, secrets)| secrets.0.into_iter().map(move |key| (key, scope)));
+        Verifier { keys: keys.collect(), tolerance_seconds: i64::try_from(tolerance_seconds).unwrap_or(i64::MAX) }
     }
 
     /// Checks headers and raw body against the secrets at the unix time `now`.
@@ -167,16 +191,16 @@ impl Verifier {
             .filter(|(version, _)| *version == "v1")
             .filter_map(|(_, signature)| STANDARD.decode(signature).ok())
             .collect();
-        let matched = self.secrets.0.iter().any(|key| {
+        let matched = self.keys.iter().find(|(key, _)| {
             let mac = signed_content_mac(key, message_id, timestamp_text, body);
             // `verify_slice` compares in constant time and fails on a length mismatch,
             // so `v1,` or a truncated signature never passes.
             candidates.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok())
         });
-        if !matched {
+        let Some((_, scope)) = matched else {
             return Err(VerifyError::NoMatchingSignature);
-        }
-        Ok(VerifiedDelivery { message_id: message_id.to_owned() })
+        };
+        Ok(VerifiedDelivery { message_id: message_id.to_owned(), scope: *scope })
     }
 }
 

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::seam::event::{CodeEndpoint, EventRef};
+use crate::seam::workspaces::ClaimFilter;
 
 /// The channel an enqueue notifies, so idle workers wake at once.
 pub const REFETCH_CHANNEL: &str = "seam_access_sync_refetch";
@@ -143,7 +144,10 @@ impl Claim {
 /// holding locks, each run skips to another row, and one statement claimed up to 15
 /// rows, of which the worker served the first: the rest sat claimed, unserved, until
 /// their lease expired (found by the fault suite, tests/faults).
-pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<Claim>> {
+///
+/// Only codes `filter` admits: those of a workspace this process has a credential
+/// for; the others wait (`seam::workspaces`).
+pub async fn claim_next(pool: &PgPool, lease: Duration, filter: &ClaimFilter) -> sqlx::Result<Option<Claim>> {
     sqlx::query_as!(
         Claim,
         r#"
@@ -157,6 +161,7 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
             WHERE dead_lettered_at IS NULL
               AND next_attempt_at <= now()
               AND (claimed_until IS NULL OR claimed_until < now())
+              AND ($2 OR workspace_id = ANY($3) OR ($4 AND workspace_id IS NULL))
             ORDER BY next_attempt_at
             LIMIT 1
             FOR UPDATE SKIP LOCKED
@@ -166,6 +171,9 @@ pub async fn claim_next(pool: &PgPool, lease: Duration) -> sqlx::Result<Option<C
                   r.last_event_id, r.last_event_type, r.last_event_occurred_at
         "#,
         lease.as_secs_f64(),
+        filter.any,
+        &filter.workspace_ids,
+        filter.without_workspace,
     )
     .fetch_optional(pool)
     .await

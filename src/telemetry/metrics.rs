@@ -93,6 +93,8 @@ crate::text_enum::text_enum! {
         WorkerListener = "worker_listener",
         /// One of the webhook intake's group-commit writers.
         IntakeWriter = "intake_writer",
+        /// Asks Seam which workspace each credential reaches until it knows.
+        Workspaces = "workspaces",
     }
 }
 
@@ -189,6 +191,8 @@ pub struct Metrics {
     pub import_refetches: Counters<KindLabel<ImportRefetch>>,
     pub import_seam_calls: Counters<ListLabels>,
     pub task_failures: Counters<TaskLabel>,
+    pub events_unroutable: Counter,
+    pub workspace_mismatches: Counter,
     catch_up_mark_age: GaugeF64,
     catch_up_success_age: GaugeF64,
     refetches_pending: Gauge,
@@ -261,6 +265,10 @@ impl Metrics {
             Family::default() },
             task_failures: register! { "task_failures", "Panics and unexpected ends of background work, by task: a task restarted, or one step of it failed",
             Family::default() },
+            events_unroutable: register! { "events_unroutable", "Accepted events of a workspace no configured credential reaches: stored, not fetched until one is added",
+            Counter::default() },
+            workspace_mismatches: register! { "webhook_workspace_mismatches", "Deliveries refused because a workspace's secret signed another workspace's event",
+            Counter::default() },
             catch_up_mark_age: register! { "catch_up_high_water_mark_age_seconds", "How far behind catch-up is: age of the time up to which it has read Seam's log (-1: not yet)",
             GaugeF64::default() },
             catch_up_success_age: register! { "catch_up_last_success_age_seconds", "Since the last successful catch-up run (-1: none yet)",

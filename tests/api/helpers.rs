@@ -16,6 +16,7 @@ use seam_access_sync::jobs::import::{Import, Retry};
 use seam_access_sync::jobs::worker::Worker;
 use seam_access_sync::seam::SeamClient;
 use seam_access_sync::seam::SeamKeyStatus;
+use seam_access_sync::seam::workspaces::Workspaces;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -157,7 +158,8 @@ pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeySta
     let status = SeamKeyStatus::default();
     let seam = SeamClient::new(&settings.seam).unwrap().paced(settings.worker.max_requests_per_second);
     let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
-    (Worker::new(pool.clone(), seam, settings.worker.clone(), settings.store_pins, status.clone(), metrics), status)
+    let workspaces = Workspaces::single(seam, status.clone());
+    (Worker::new(pool.clone(), workspaces, settings.worker.clone(), settings.store_pins, metrics), status)
 }
 
 /// Catch-up pointed at `seam_url`, for tests to run once at a time.

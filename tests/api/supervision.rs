@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
+use seam_access_sync::seam::workspaces::CLAIM_EVERYTHING;
 
 /// Polls `check` until it yields a value; fails after a generous deadline.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -147,7 +148,7 @@ async fn a_worker_step_that_panics_fails_that_fetch_not_the_loop(pool: PgPool) {
     let (pool_ref, worker, steps_ref) = (&pool, &worker, &steps);
     let step = move || async move {
         if steps_ref.fetch_add(1, Ordering::SeqCst) == 0 {
-            let claim = queue::claim_next(pool_ref, Duration::from_secs(1)).await.unwrap();
+            let claim = queue::claim_next(pool_ref, Duration::from_secs(1), &CLAIM_EVERYTHING).await.unwrap();
             assert!(claim.is_some(), "the code was due");
             panic!("a bug in the middle of fetching ac_1");
         }

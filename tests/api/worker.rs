@@ -16,6 +16,7 @@ use test_kit::{Answer, StandIn};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
+use seam_access_sync::seam::workspaces::CLAIM_EVERYTHING;
 
 /// A managed code as Seam answers it (the kit's documented code) in this state.
 pub(crate) fn code_json(id: &str, status: &str, warnings: Value, errors: Value) -> Value {
@@ -498,10 +499,13 @@ async fn a_code_is_claimed_by_one_worker_at_a_time(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
     let lease = Duration::from_secs(60);
-    let (a, b) = tokio::join!(queue::claim_next(&pool, lease), queue::claim_next(&pool, lease));
+    let (a, b) = tokio::join!(
+        queue::claim_next(&pool, lease, &CLAIM_EVERYTHING),
+        queue::claim_next(&pool, lease, &CLAIM_EVERYTHING)
+    );
     let claims = [a.unwrap(), b.unwrap()];
     assert_eq!(claims.iter().filter(|c| c.is_some()).count(), 1, "{claims:?}");
-    assert!(queue::claim_next(&pool, lease).await.unwrap().is_none(), "held while the lease runs");
+    assert!(queue::claim_next(&pool, lease, &CLAIM_EVERYTHING).await.unwrap().is_none(), "held while the lease runs");
 }
 
 #[sqlx::test]
@@ -511,7 +515,7 @@ async fn a_claim_abandoned_by_a_dead_worker_is_taken_again(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     queue::enqueue(&mut conn, &refetch("ac_1")).await.unwrap();
     // A worker claims, then dies: its lease runs out.
-    let abandoned = queue::claim_next(&pool, Duration::from_secs(60)).await.unwrap().unwrap();
+    let abandoned = queue::claim_next(&pool, Duration::from_secs(60), &CLAIM_EVERYTHING).await.unwrap().unwrap();
     let (worker, _) = worker(&pool, &seam.url(), "");
     assert!(worker.drain().await.unwrap().is_empty(), "not while the lease runs");
     sqlx::query("UPDATE access_code_refetches SET claimed_until = now() - interval '1 second'")
@@ -606,7 +610,9 @@ async fn one_claim_statement_claims_at_most_one_row_whatever_the_plan(pool: PgPo
     for id in &ids {
         queue::enqueue(&mut conn, &refetch(id)).await.unwrap();
     }
-    let claims = futures::future::join_all((0..8).map(|_| queue::claim_next(&pool, Duration::from_secs(60)))).await;
+    let claims =
+        futures::future::join_all((0..8).map(|_| queue::claim_next(&pool, Duration::from_secs(60), &CLAIM_EVERYTHING)))
+            .await;
     let returned = claims.into_iter().filter(|c| c.as_ref().unwrap().is_some()).count();
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM access_code_refetches WHERE claim_token IS NOT NULL")
         .fetch_one(&pool)
