@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Application;
 use crate::config::Settings;
 use crate::jobs::import::{Import, Progress, RunOutcome};
+use crate::seam::client::shortened_keeping_request_id;
 use crate::seam::event::CodeEndpoint;
 use crate::seam::workspaces::StartRefused;
 use crate::seam::{SeamClient, SeamKeyStatus};
@@ -264,13 +265,14 @@ async fn list_dead_letters(settings: Settings, json: bool) -> Outcome {
     }
     println!("{:<40} {:>8}  {:<20}  last error", "access_code_id", "attempts", "dead since");
     for d in &letters {
-        let error: String = d.last_error.as_deref().unwrap_or("").chars().take(100).collect();
+        // Cut to a line, but the request id to quote to Seam support stays whole.
+        let error = shortened_keeping_request_id(d.last_error.as_deref().unwrap_or(""), 100);
         println!(
             "{:<40} {:>8}  {:<20}  {}",
             d.access_code_id,
             d.attempts,
             d.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
-            error.replace('\n', " ")
+            error
         );
     }
     println!("{} dead letter(s); redrive with `seam-access-sync dead-letters redrive <id>|--all`", letters.len());

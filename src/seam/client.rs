@@ -20,6 +20,86 @@ use crate::seam::redact::{bounded, describe_json_error, seam_error_text};
 /// Longest id from Seam's answer quoted in an error.
 const MAX_QUOTED_ID: usize = 100;
 
+/// The header in which Seam names each request it answers.
+pub const REQUEST_ID_HEADER: &str = "seam-request-id";
+
+/// Longest `seam-request-id` kept.
+const MAX_REQUEST_ID: usize = 100;
+
+/// How a failure's text names the request Seam answered: ` (seam-request-id: …)`,
+/// at its end.
+const REQUEST_ID_PREFIX: &str = " (seam-request-id: ";
+
+/// Seam's id for one answered request (its `seam-request-id` header): what Seam
+/// support asks for. Only 1 to `MAX_REQUEST_ID` visible ASCII characters are taken
+/// for one; any other value (control characters, spaces, non-ASCII, too long) is
+/// dropped, never cut or quoted, so it cannot forge a log line or grow one. It is a
+/// header, not Seam's body, so it is quoted as it is (no PIN scrubbing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// The request id of an answer, when it carries a well-formed one.
+    pub fn of(headers: &HeaderMap) -> Option<RequestId> {
+        RequestId::parse(headers.get(REQUEST_ID_HEADER)?.as_bytes())
+    }
+
+    /// `value` as a request id, if it is one.
+    pub fn parse(value: &[u8]) -> Option<RequestId> {
+        let visible = value.iter().all(u8::is_ascii_graphic);
+        let fits = (1..=MAX_REQUEST_ID).contains(&value.len());
+        (visible && fits).then(|| RequestId(value.iter().map(|&b| char::from(b)).collect()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `text` naming the request it is about, when Seam named it: every failure of every
+/// call ends this way, so logs, `last_error` and the CLI show what support asks for.
+fn traced(text: String, request_id: Option<&RequestId>) -> String {
+    match request_id {
+        Some(id) => format!("{text}{REQUEST_ID_PREFIX}{id})"),
+        None => text,
+    }
+}
+
+/// `text` cut to about `max_chars` characters (with `…` when cut), keeping the
+/// ` (seam-request-id: …)` it ends with whole: a cut request id is useless to Seam
+/// support. Control characters become spaces.
+pub fn shortened_keeping_request_id(text: &str, max_chars: usize) -> String {
+    let (head, id) = match text.rfind(REQUEST_ID_PREFIX) {
+        Some(at) if text.ends_with(')') => text.split_at(at),
+        _ => (text, ""),
+    };
+    format!("{}{}", bounded(head, max_chars), bounded(id, MAX_REQUEST_ID + REQUEST_ID_PREFIX.len() + 1))
+}
+
+/// What every call reads of an answer's head, once: its status, `Retry-After` and
+/// request id.
+struct Head {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    request_id: Option<RequestId>,
+}
+
+impl Head {
+    fn of(response: &reqwest::Response) -> Head {
+        Head {
+            status: response.status(),
+            retry_after: retry_after(response.headers()),
+            request_id: RequestId::of(response.headers()),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct SeamClient {
     http: reqwest::Client,
@@ -134,6 +214,22 @@ impl FetchOutcome {
             FetchOutcome::KeyRejected { status, .. } | FetchOutcome::Rejected { status, .. } => Some(*status),
         }
     }
+
+    /// A failure with the answer's request id at the end of its text.
+    fn traced(self, request_id: Option<&RequestId>) -> FetchOutcome {
+        match self {
+            FetchOutcome::Transient { reason, retry_after, status } => {
+                FetchOutcome::Transient { reason: traced(reason, request_id), retry_after, status }
+            }
+            FetchOutcome::KeyRejected { status, message } => {
+                FetchOutcome::KeyRejected { status, message: traced(message, request_id) }
+            }
+            FetchOutcome::Rejected { status, message } => {
+                FetchOutcome::Rejected { status, message: traced(message, request_id) }
+            }
+            found_or_gone => found_or_gone,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -153,16 +249,30 @@ pub enum EventWindow {
     Between(DateTime<Utc>, DateTime<Utc>),
 }
 
-/// Why `/events/list` gave nothing usable.
+/// Why `/events/list` gave nothing usable. Each names the request Seam answered,
+/// when it did (`seam-request-id`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ListError {
     #[error("Seam rejected the API key: HTTP {status}: {message}")]
     KeyRejected { status: u16, message: String },
     /// The answer was over `seam.max_response_bytes`: ask for a smaller window.
-    #[error("{}", too_large(*max_bytes))]
-    TooLarge { max_bytes: usize },
+    #[error("{}", traced(too_large(*max_bytes), request_id.as_ref()))]
+    TooLarge { max_bytes: usize, request_id: Option<RequestId> },
     #[error("{0}")]
     Failed(String),
+}
+
+impl ListError {
+    /// This failure with the answer's request id at the end of its text.
+    fn traced(self, id: Option<&RequestId>) -> ListError {
+        match self {
+            ListError::KeyRejected { status, message } => {
+                ListError::KeyRejected { status, message: traced(message, id) }
+            }
+            ListError::TooLarge { max_bytes, .. } => ListError::TooLarge { max_bytes, request_id: id.cloned() },
+            ListError::Failed(reason) => ListError::Failed(traced(reason, id)),
+        }
+    }
 }
 
 /// Why an answer's body was not read whole.
@@ -253,20 +363,19 @@ impl SeamClient {
                 };
             }
         };
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let body = match read_limited(response, self.max_response_bytes).await {
-            Ok(body) => body,
+        let Head { status, retry_after, request_id } = Head::of(&response);
+        let outcome = match read_limited(response, self.max_response_bytes).await {
+            Ok(body) => classify(status, &body, retry_after, access_code_id),
             Err(e) => {
                 let reason = match e {
                     BodyError::TooLarge if status == StatusCode::OK => too_large(self.max_response_bytes),
                     BodyError::TooLarge => format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
                     BodyError::Transport(e) => describe_transport_error(e),
                 };
-                return FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) };
+                FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) }
             }
         };
-        classify(status, &body, retry_after, access_code_id)
+        outcome.traced(request_id.as_ref())
     }
 }
 
@@ -355,23 +464,31 @@ impl SeamClient {
             .send()
             .await
             .map_err(|e| ListError::Failed(describe_transport_error(e)))?;
-        let status = response.status();
-        let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
+        let Head { status, request_id, .. } = Head::of(&response);
+        let events = match read_limited(response, self.max_response_bytes).await {
+            Ok(bytes) => classify_events(status, &bytes),
             // Only a page of events grows with the window; an error answer that large
             // is no reason to ask for less.
-            BodyError::TooLarge if status == StatusCode::OK => {
-                ListError::TooLarge { max_bytes: self.max_response_bytes }
+            Err(BodyError::TooLarge) if status == StatusCode::OK => {
+                Err(ListError::TooLarge { max_bytes: self.max_response_bytes, request_id: None })
             }
-            BodyError::TooLarge => ListError::Failed(format!("HTTP {status}: {}", too_large(self.max_response_bytes))),
-            BodyError::Transport(e) => ListError::Failed(describe_transport_error(e)),
-        })?;
-        match status.as_u16() {
-            200 => serde_json::from_slice::<EventsResponse>(&bytes)
-                .map(|r| r.events)
-                .map_err(|e| ListError::Failed(format!("the /events/list answer {}", describe_json_error(&e)))),
-            401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: seam_error_text(&bytes) }),
-            _ => Err(ListError::Failed(format!("HTTP {status}: {}", seam_error_text(&bytes)))),
-        }
+            Err(BodyError::TooLarge) => {
+                Err(ListError::Failed(format!("HTTP {status}: {}", too_large(self.max_response_bytes))))
+            }
+            Err(BodyError::Transport(e)) => Err(ListError::Failed(describe_transport_error(e))),
+        };
+        events.map_err(|e| e.traced(request_id.as_ref()))
+    }
+}
+
+/// An `/events/list` answer: its events, or why there are none.
+fn classify_events(status: StatusCode, body: &[u8]) -> Result<Vec<Value>, ListError> {
+    match status.as_u16() {
+        200 => serde_json::from_slice::<EventsResponse>(body)
+            .map(|r| r.events)
+            .map_err(|e| ListError::Failed(format!("the /events/list answer {}", describe_json_error(&e)))),
+        401 | 403 => Err(ListError::KeyRejected { status: status.as_u16(), message: seam_error_text(body) }),
+        _ => Err(ListError::Failed(format!("HTTP {status}: {}", seam_error_text(body)))),
     }
 }
 
@@ -413,7 +530,8 @@ impl SeamList {
     }
 }
 
-/// Why a page of a list was not read.
+/// Why a page of a list was not read. Each names the request Seam answered, when it
+/// did (`seam-request-id`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PageError {
     /// 401/403: an operator must fix the key.
@@ -430,8 +548,8 @@ pub enum PageError {
     #[error("HTTP {status}: {message}")]
     Rejected { status: u16, message: String },
     /// Over `seam.max_response_bytes` even one item a page.
-    #[error("{}", too_large(*max_bytes))]
-    TooLarge { max_bytes: usize },
+    #[error("{}", traced(too_large(*max_bytes), request_id.as_ref()))]
+    TooLarge { max_bytes: usize, request_id: Option<RequestId> },
 }
 
 impl PageError {
@@ -443,6 +561,21 @@ impl PageError {
             PageError::NotFound { .. } => PageKind::NotFound,
             PageError::Rejected { .. } => PageKind::Rejected,
             PageError::TooLarge { .. } => PageKind::TooLarge,
+        }
+    }
+
+    /// This failure with the answer's request id at the end of its text.
+    fn traced(self, id: Option<&RequestId>) -> PageError {
+        match self {
+            PageError::KeyRejected { status, message } => {
+                PageError::KeyRejected { status, message: traced(message, id) }
+            }
+            PageError::Transient { reason, retry_after, status } => {
+                PageError::Transient { reason: traced(reason, id), retry_after, status }
+            }
+            PageError::NotFound { message } => PageError::NotFound { message: traced(message, id) },
+            PageError::Rejected { status, message } => PageError::Rejected { status, message: traced(message, id) },
+            PageError::TooLarge { max_bytes, .. } => PageError::TooLarge { max_bytes, request_id: id.cloned() },
         }
     }
 }
@@ -590,22 +723,24 @@ impl SeamClient {
                 retry_after: None,
                 status: None,
             })?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
-            BodyError::TooLarge if status == StatusCode::OK => {
-                PageError::TooLarge { max_bytes: self.max_response_bytes }
+        let Head { status, retry_after, request_id } = Head::of(&response);
+        let page = match read_limited(response, self.max_response_bytes).await {
+            Ok(bytes) => classify_page(list, status, &bytes, retry_after),
+            Err(BodyError::TooLarge) if status == StatusCode::OK => {
+                Err(PageError::TooLarge { max_bytes: self.max_response_bytes, request_id: None })
             }
-            BodyError::TooLarge => PageError::Transient {
+            Err(BodyError::TooLarge) => Err(PageError::Transient {
                 reason: format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
                 retry_after,
                 status: Some(status.as_u16()),
-            },
-            BodyError::Transport(e) => {
-                PageError::Transient { reason: describe_transport_error(e), retry_after, status: Some(status.as_u16()) }
-            }
-        })?;
-        classify_page(list, status, &bytes, retry_after)
+            }),
+            Err(BodyError::Transport(e)) => Err(PageError::Transient {
+                reason: describe_transport_error(e),
+                retry_after,
+                status: Some(status.as_u16()),
+            }),
+        };
+        page.map_err(|e| e.traced(request_id.as_ref()))
     }
 }
 
@@ -870,6 +1005,108 @@ mod tests {
             reason,
             "unreadable access_code in 200 answer: it has a field missing or of the wrong type (line 1, column 65)"
         );
+    }
+
+    #[test]
+    fn the_request_id_is_read_from_its_header_and_only_a_plain_bounded_one_is_kept() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(RequestId::of(&headers), None, "no header, no id");
+        headers.insert(REQUEST_ID_HEADER, "req_abc123".parse().unwrap());
+        assert_eq!(RequestId::of(&headers).unwrap().as_str(), "req_abc123");
+        headers.insert("Seam-Request-Id", "7b6c2a4e-0000-4000-8000-000000000001".parse().unwrap());
+        assert_eq!(RequestId::of(&headers).unwrap().to_string(), "7b6c2a4e-0000-4000-8000-000000000001");
+        let longest = "r".repeat(MAX_REQUEST_ID);
+        assert_eq!(RequestId::parse(longest.as_bytes()).unwrap().as_str(), longest);
+        // Bytes a header may carry (obs-text) but that are not a plain id.
+        headers.insert(REQUEST_ID_HEADER, reqwest::header::HeaderValue::from_bytes(b"r\xe9q_1").unwrap());
+        assert_eq!(RequestId::of(&headers), None);
+        let too_long = "r".repeat(MAX_REQUEST_ID + 1);
+        let hostile: [&[u8]; 8] = [
+            b"req_1\nERROR forged log line",
+            b"req_1\r\nset-cookie: x",
+            b"req_1\x1b[31m",
+            b"req 1",
+            b"req_1\t",
+            "r\u{e9}q_1".as_bytes(),
+            b"",
+            too_long.as_bytes(),
+        ];
+        for value in hostile {
+            assert_eq!(RequestId::parse(value), None, "{:?}", String::from_utf8_lossy(value));
+        }
+        let long = "req_".repeat(10_000);
+        assert_eq!(RequestId::parse(long.as_bytes()), None, "a very long value is dropped, not cut");
+    }
+
+    #[test]
+    fn every_failure_names_the_request_and_successes_are_left_alone() {
+        let id = RequestId::parse(b"req_abc123");
+        let id = id.as_ref();
+        let suffix = " (seam-request-id: req_abc123)";
+        let none = None;
+        let failures = [
+            classify(StatusCode::INTERNAL_SERVER_ERROR, b"", none, "a"),
+            classify(StatusCode::UNAUTHORIZED, br#"{"error":{"type":"unauthorized","message":"no"}}"#, none, "a"),
+            classify(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":{"type":"invalid_input","message":"code 905531"}}"#,
+                none,
+                "a",
+            ),
+            classify(StatusCode::OK, b"{}", none, "a"),
+        ];
+        for outcome in failures {
+            let text = match outcome.traced(id) {
+                FetchOutcome::Transient { reason, .. } => reason,
+                FetchOutcome::KeyRejected { message, .. } | FetchOutcome::Rejected { message, .. } => message,
+                other => panic!("{other:?}"),
+            };
+            assert!(text.ends_with(suffix) && !text.contains("905531"), "{text}");
+        }
+        let found = classify(StatusCode::OK, br#"{"access_code":{"access_code_id":"a","status":"set"}}"#, none, "a");
+        assert_eq!(found.clone().traced(id), found);
+        assert_eq!(FetchOutcome::Gone.traced(id), FetchOutcome::Gone);
+        let untraced = classify(StatusCode::BAD_GATEWAY, b"", none, "a");
+        assert_eq!(untraced.clone().traced(None), untraced, "no id, no suffix");
+
+        let list_failures = [
+            ListError::Failed("HTTP 500".into()),
+            ListError::KeyRejected { status: 401, message: "unauthorized: no".into() },
+            ListError::TooLarge { max_bytes: 10, request_id: None },
+        ];
+        for error in list_failures {
+            let text = error.traced(id).to_string();
+            assert!(text.ends_with(suffix), "{text}");
+        }
+        let page_failures = [
+            classify_page(SeamList::Devices, StatusCode::SERVICE_UNAVAILABLE, b"", None),
+            classify_page(SeamList::Devices, StatusCode::FORBIDDEN, b"", None),
+            classify_page(SeamList::Devices, StatusCode::BAD_REQUEST, b"", None),
+            classify_page(
+                SeamList::AccessCodes,
+                StatusCode::NOT_FOUND,
+                br#"{"error":{"type":"device_not_found"}}"#,
+                None,
+            ),
+            classify_page(SeamList::Devices, StatusCode::OK, b"[]", None),
+            Err(PageError::TooLarge { max_bytes: 10, request_id: None }),
+        ];
+        for error in page_failures {
+            let text = error.unwrap_err().traced(id).to_string();
+            assert!(text.ends_with(suffix), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_shortened_error_keeps_its_request_id_whole() {
+        let long =
+            traced(format!("HTTP 400: invalid_input: {}", "m".repeat(300)), RequestId::parse(b"req_abc123").as_ref());
+        let short = shortened_keeping_request_id(&long, 40);
+        assert!(short.ends_with("… (seam-request-id: req_abc123)"), "{short}");
+        assert_eq!(short.chars().count(), 40 + 1 + " (seam-request-id: req_abc123)".len());
+        assert_eq!(shortened_keeping_request_id("HTTP 500", 40), "HTTP 500");
+        assert_eq!(shortened_keeping_request_id(&"x".repeat(50), 40), format!("{}…", "x".repeat(40)));
+        assert_eq!(shortened_keeping_request_id("line\nbreak", 40), "line break");
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!   documented shapes; [`SeamHandle::fail_lists_after`] makes them fail after N calls.
 //! - [`Mode`]s for every request: HTTP errors, slow answers; and [`StandIn::go_down`]
 //!   / [`StandIn::come_up`] (connections refused, then the same port again).
+//! - [`SeamHandle::send_request_id`]: every answer names its request in a
+//!   `seam-request-id` header, as Seam's do (an [`Answer`] may set its own).
 //! - Counts: calls in total, per code, per path, per status answered; requests in
 //!   flight and the most ever in flight.
 
@@ -137,6 +139,7 @@ struct Shared {
     list_failure: Mutex<Option<ListFailure>>,
     refused_lists: Mutex<HashMap<(String, String), u16>>,
     list_requests: Mutex<Vec<(String, Value)>>,
+    request_id: Mutex<Option<String>>,
     mode: Mutex<Mode>,
     calls: AtomicU64,
     per_code: Mutex<HashMap<String, u64>>,
@@ -237,6 +240,12 @@ impl SeamHandle {
         self.0.list_requests.lock().unwrap().clone()
     }
 
+    /// Every answer (of every route) carries `seam-request-id: id` from now on, unless
+    /// it sets its own (`None`: no such header, the default).
+    pub fn send_request_id(&self, id: Option<&str>) {
+        *self.0.request_id.lock().unwrap() = id.map(str::to_owned);
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         *self.0.mode.lock().unwrap() = mode;
     }
@@ -301,6 +310,16 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Names the request in the answer, when the test asked for it.
+async fn name_request(State(shared): State<Arc<Shared>>, mut response: Response) -> Response {
+    let id = shared.request_id.lock().unwrap().clone();
+    if let Some(id) = id {
+        let value = HeaderValue::try_from(id).expect("a header value");
+        response.headers_mut().entry("seam-request-id").or_insert(value);
+    }
+    response
 }
 
 /// Applies the mode: an error answer to send instead, or a pause first.
@@ -563,6 +582,7 @@ fn serve(
         .route("/devices/list", post(list_items))
         .route("/access_codes/list", post(list_items))
         .route("/access_codes/unmanaged/list", post(list_items))
+        .layer(axum::middleware::map_response_with_state(handle.0.clone(), name_request))
         .with_state(handle.0);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = runtime.spawn(async move {

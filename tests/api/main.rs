@@ -10,6 +10,7 @@ mod pins;
 mod read_api;
 mod read_api_inputs;
 mod reconcile;
+mod request_ids;
 mod signature;
 mod supervision;
 mod touching;

@@ -143,7 +143,7 @@ async fn queue_gauges_show_pending_and_dead_letters(pool: PgPool) {
 }
 
 /// Runs the real binary against the test's database.
-fn cli(pool: &PgPool, args: &[&str]) -> Output {
+pub(crate) fn cli(pool: &PgPool, args: &[&str]) -> Output {
     let url = test_kit::database_url(&pool.connect_options());
     std::process::Command::new(env!("CARGO_BIN_EXE_seam-access-sync"))
         .args(args)
@@ -155,7 +155,7 @@ fn cli(pool: &PgPool, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 

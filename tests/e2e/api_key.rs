@@ -54,6 +54,9 @@ async fn set_while_the_key_is_rejected(e2e: &E2e) -> (String, Value) {
     })
     .await;
     assert_eq!(queued["dead_lettered_at"], Value::Null, "{queued}");
+    // Naming Seam's request, to quote to Seam support.
+    let error = queued["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains(" (seam-request-id: "), "{queued}");
     assert_eq!(e2e.mirror(&id).await.unwrap().status.as_deref(), Some("setting"));
     // And the logs say what to fix.
     let logs = e2e.service.logs();
