@@ -427,17 +427,23 @@ impl SeamClient {
             .send()
             .await
             .map_err(|e| WorkspaceError::Unavailable(describe_transport_error(e)))?;
-        let status = response.status();
+        let Head { status, request_id, .. } = Head::of(&response);
+        let id = request_id.as_ref();
         let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
-            BodyError::TooLarge => WorkspaceError::Unavailable(too_large(self.max_response_bytes)),
+            BodyError::TooLarge => WorkspaceError::Unavailable(traced(too_large(self.max_response_bytes), id)),
             BodyError::Transport(e) => WorkspaceError::Unavailable(describe_transport_error(e)),
         })?;
         match status.as_u16() {
             200 => serde_json::from_slice::<Answer>(&bytes).map(|a| a.workspace.workspace_id).map_err(|e| {
-                WorkspaceError::Unavailable(format!("the /workspaces/get answer {}", describe_json_error(&e)))
+                WorkspaceError::Unavailable(traced(
+                    format!("the /workspaces/get answer {}", describe_json_error(&e)),
+                    id,
+                ))
             }),
-            401 | 403 => Err(WorkspaceError::Rejected { status: status.as_u16(), message: seam_error_text(&bytes) }),
-            _ => Err(WorkspaceError::Unavailable(format!("HTTP {status}: {}", seam_error_text(&bytes)))),
+            401 | 403 => {
+                Err(WorkspaceError::Rejected { status: status.as_u16(), message: traced(seam_error_text(&bytes), id) })
+            }
+            _ => Err(WorkspaceError::Unavailable(traced(format!("HTTP {status}: {}", seam_error_text(&bytes)), id))),
         }
     }
 

@@ -140,6 +140,12 @@ struct Shared {
     refused_lists: Mutex<HashMap<(String, String), u16>>,
     list_requests: Mutex<Vec<(String, Value)>>,
     request_id: Mutex<Option<String>>,
+    /// `/workspaces/get`: the workspace each bearer credential reaches.
+    workspaces: Mutex<HashMap<String, String>>,
+    /// Credentials answered 401 on every route.
+    revoked: Mutex<std::collections::HashSet<String>>,
+    /// `(path, bearer credential)` of every request, in order.
+    credentials: Mutex<Vec<(String, String)>>,
     mode: Mutex<Mode>,
     calls: AtomicU64,
     per_code: Mutex<HashMap<String, u64>>,
@@ -240,6 +246,22 @@ impl SeamHandle {
         self.0.list_requests.lock().unwrap().clone()
     }
 
+    /// `/workspaces/get` with `credential` answers `workspace_id` (unknown
+    /// credentials get Seam's 404, as if the route were missing).
+    pub fn set_workspace(&self, credential: &str, workspace_id: &str) {
+        self.0.workspaces.lock().unwrap().insert(credential.to_owned(), workspace_id.to_owned());
+    }
+
+    /// Every request made with `credential` is answered Seam's 401 from now on.
+    pub fn revoke(&self, credential: &str) {
+        self.0.revoked.lock().unwrap().insert(credential.to_owned());
+    }
+
+    /// The bearer credential of each request to `path`, in order.
+    pub fn credentials_used(&self, path: &str) -> Vec<String> {
+        self.0.credentials.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, c)| c.clone()).collect()
+    }
+
     /// Every answer (of every route) carries `seam-request-id: id` from now on, unless
     /// it sets its own (`None`: no such header, the default).
     pub fn send_request_id(&self, id: Option<&str>) {
@@ -309,6 +331,46 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Records the request's bearer credential; a revoked one is answered 401.
+async fn check_credential(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let credential = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned();
+    shared.credentials.lock().unwrap().push((request.uri().path().to_owned(), credential.clone()));
+    if shared.revoked.lock().unwrap().contains(&credential) {
+        shared.count_answer(401);
+        return Answer::json(401, json!({"error": {"type": "unauthorized", "message": "Unauthorized"}, "ok": false}))
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// `GET /workspaces/get`: the workspace set for the credential, or Seam's 404.
+async fn get_workspace(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
+    *shared.per_path.lock().unwrap().entry("/workspaces/get".to_owned()).or_default() += 1;
+    let credential = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let workspace = shared.workspaces.lock().unwrap().get(credential).cloned();
+    match workspace {
+        Some(id) => {
+            Answer::json(200, json!({"workspace": {"workspace_id": id, "name": "Stand-in workspace"}, "ok": true}))
+                .into_response()
+        }
+        None => Answer::not_found().into_response(),
     }
 }
 
@@ -582,6 +644,8 @@ fn serve(
         .route("/devices/list", post(list_items))
         .route("/access_codes/list", post(list_items))
         .route("/access_codes/unmanaged/list", post(list_items))
+        .route("/workspaces/get", get(get_workspace))
+        .layer(axum::middleware::from_fn_with_state(handle.0.clone(), check_credential))
         .layer(axum::middleware::map_response_with_state(handle.0.clone(), name_request))
         .with_state(handle.0);
     let (stop, stopped) = oneshot::channel::<()>();

@@ -16,3 +16,4 @@ mod supervision;
 mod touching;
 mod webhook;
 mod worker;
+mod workspaces;
