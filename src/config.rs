@@ -626,4 +626,53 @@ mod tests {
         settings.environment = "production".into();
         assert!(settings.check_secrets().is_ok());
     }
+
+    #[test]
+    fn workspaces_are_checked_entry_by_entry() {
+        let entries = |toml: &str| Settings::from_toml(&[VALID, toml]).unwrap().workspace_entries();
+        let ok = entries(
+            "[[workspaces]]\nname = \"A\"\napi_key = \"seam_key_a\"\nwebhook_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\
+             [[workspaces]]\nworkspace_id = \"ws_b\"\npersonal_access_token = \"seam_at1_b\"",
+        )
+        .unwrap();
+        let labels: Vec<&str> = ok.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["SEAM_API_KEY", "A", "workspaces[1]"]);
+        assert_eq!(ok[2].credential.kind(), "personal_access_token");
+        assert_eq!(ok[1].secrets.shortest().map(|(n, _)| n), Some(1));
+        let refused = [
+            ("[[workspaces]]\napi_key = \"seam_cst1_x\"", "client session token"),
+            ("[[workspaces]]\napi_key = \"seam_pk1_x\"", "publishable key"),
+            ("[[workspaces]]\npersonal_access_token = \"seam_at1_x\"", "without a workspace_id"),
+            (
+                "[[workspaces]]\nname = \"Both\"\napi_key = \"seam_a\"\npersonal_access_token = \"seam_at1\"",
+                "Both: set exactly one",
+            ),
+            ("[[workspaces]]\nworkspace_id = \"w\"", "set exactly one"),
+            ("[[workspaces]]\napi_key = \"sk_live_x\"", "not a Seam credential"),
+            ("[[workspaces]]\napi_key = \"seam_a\"\nwebhook_secret = \"whsec_AA==\"", "webhook_secret is weak"),
+            (
+                "[[workspaces]]\nworkspace_id = \"w\"\napi_key = \"seam_a\"\n[[workspaces]]\nworkspace_id = \"w\"\napi_key = \"seam_b\"",
+                "configured twice",
+            ),
+        ];
+        for (toml, reason) in refused {
+            let error = entries(toml).unwrap_err().to_string();
+            assert!(error.contains(reason), "{toml}: {error}");
+            assert!(!error.contains("seam_cst1_x") && !error.contains("seam_pk1_x"), "no credential in {error}");
+        }
+    }
+
+    #[test]
+    fn workspace_secrets_alone_are_enough_for_the_endpoint() {
+        let toml = "[webhook]\nsecret = \"\"\n[seam]\napi_key = \"\"\n[[workspaces]]\napi_key = \"seam_a\"\n\
+                    webhook_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"";
+        let settings = Settings::from_toml(&[toml]).unwrap();
+        settings.check_secrets().expect("a workspace secret and a workspace key");
+        assert!(settings.webhook_secrets().unwrap().shortest().is_none(), "no unscoped secret");
+        let neither = Settings::from_toml(&[
+            "[webhook]\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n[seam]\napi_key = \"\"",
+        ])
+        .unwrap();
+        assert!(neither.check_secrets().unwrap_err().to_string().contains("no [[workspaces]]"));
+    }
 }

@@ -274,6 +274,7 @@ pub struct AccessCodeDetail {
 pub struct ListQuery {
     pub status: Option<String>,
     pub device_id: Option<String>,
+    pub workspace_id: Option<String>,
     pub has_errors: Option<String>,
     pub has_warnings: Option<String>,
     pub deleted: Option<String>,
@@ -561,6 +562,7 @@ fn list_parameters(max_page_size: u32) -> Vec<Parameter> {
     vec![
         query_parameter("status", status_schema()),
         query_parameter("device_id", id_schema("Only codes of this device.")),
+        query_parameter("workspace_id", id_schema("Only codes of this Seam workspace.")),
         query_parameter("has_errors", bool_schema("`true`: only codes with errors; `false`: only codes without.")),
         query_parameter("has_warnings", bool_schema("`true`: only codes with warnings; `false`: only codes without.")),
         query_parameter("deleted", bool_schema("`true`: only deleted codes; `false`: only codes that still exist.")),
@@ -606,6 +608,7 @@ pub async fn list_access_codes(
     let updated_since = query.updated_since.as_deref().map(|v| time_input("updated_since", v)).transpose()?;
     let status = query.status.as_deref().map(status_input).transpose()?;
     let device_id = query.device_id.as_deref().map(|v| id_input("device_id", v)).transpose()?;
+    let workspace_id = query.workspace_id.as_deref().map(|v| id_input("workspace_id", v)).transpose()?;
     let has_errors = query.has_errors.as_deref().map(|v| bool_input("has_errors", v)).transpose()?;
     let has_warnings = query.has_warnings.as_deref().map(|v| bool_input("has_warnings", v)).transpose()?;
     let deleted = query.deleted.as_deref().map(|v| bool_input("deleted", v)).transpose()?;
@@ -617,6 +620,9 @@ pub async fn list_access_codes(
     }
     if let Some(device_id) = device_id {
         sql.push(" AND device_id = ").push_bind(device_id);
+    }
+    if let Some(workspace_id) = workspace_id {
+        sql.push(" AND workspace_id = ").push_bind(workspace_id);
     }
     if let Some(has) = has_errors {
         sql.push(" AND (jsonb_array_length(errors) > 0) = ").push_bind(has);

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::supervisor::{self, Supervisor};
 use crate::config::WorkerSettings;
-use crate::seam::client::{FetchOutcome, SeamClient};
+use crate::seam::client::FetchOutcome;
 use crate::seam::event::CodeEndpoint;
-use crate::seam::workspaces::{Route, Workspaces};
+use crate::seam::workspaces::{Route, Workspace, Workspaces};
 use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed, Origin};
 use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
 use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, Task, WorkerError};
@@ -76,7 +76,7 @@ impl Worker {
             let result = self.fail(&claim, Failure::Retry { delay, counts: false }, &error).await?;
             return Ok(TaskOutcome::Executed { access_code_id: claim.access_code_id, result });
         };
-        let (endpoint, outcome) = self.fetch_confirmed(&workspace.client, &claim).await;
+        let (endpoint, outcome) = self.fetch_confirmed(workspace, &claim).await;
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
                 workspace.key_status.accepted();
@@ -140,13 +140,13 @@ impl Worker {
     /// other before it counts: a code converted between managed and unmanaged lives
     /// on there, and a late event may have named the wrong one. Returns the endpoint
     /// that answered last, and its answer.
-    async fn fetch_confirmed(&self, seam: &SeamClient, claim: &Claim) -> (CodeEndpoint, FetchOutcome) {
-        let outcome = self.fetch(seam, &claim.access_code_id, claim.endpoint, claim.attempts).await;
+    async fn fetch_confirmed(&self, workspace: &Workspace, claim: &Claim) -> (CodeEndpoint, FetchOutcome) {
+        let outcome = self.fetch(workspace, &claim.access_code_id, claim.endpoint, claim.attempts).await;
         if outcome != FetchOutcome::Gone {
             return (claim.endpoint, outcome);
         }
         let other = claim.endpoint.other();
-        let confirmation = self.fetch(seam, &claim.access_code_id, other, claim.attempts).await;
+        let confirmation = self.fetch(workspace, &claim.access_code_id, other, claim.attempts).await;
         match confirmation {
             // Gone from both: deleted (reported against the endpoint the claim named).
             FetchOutcome::Gone => (claim.endpoint, FetchOutcome::Gone),
@@ -158,17 +158,18 @@ impl Worker {
     /// One call to Seam for one code, timed and counted.
     async fn fetch(
         &self,
-        seam: &SeamClient,
+        workspace: &Workspace,
         access_code_id: &str,
         endpoint: CodeEndpoint,
         attempt: i32,
     ) -> FetchOutcome {
         let started = std::time::Instant::now();
-        let outcome = seam.get_access_code(access_code_id, endpoint).await;
+        let outcome = workspace.client.get_access_code(access_code_id, endpoint).await;
         let labels = SeamLabels {
             endpoint,
             outcome: outcome.kind(),
             status: outcome.status().map_or_else(|| "none".to_owned(), |s| s.to_string()),
+            workspace: self.workspaces.metric_label(workspace),
         };
         self.metrics.seam_call(labels, started.elapsed());
         tracing::debug!(%access_code_id, %endpoint, outcome = %outcome.kind(), attempt, "fetched");

@@ -12,6 +12,9 @@ use crate::seam::SeamKeyStatus;
 use crate::seam::client::{SeamClient, WorkspaceError};
 use crate::seam::credential::Credential;
 
+/// Most workspaces given a metric label of their own.
+pub const MAX_LABELLED: usize = 50;
+
 /// One configured workspace.
 pub struct Workspace {
     /// `name`, or where the entry came from (`SEAM_API_KEY`, `workspaces[2]`).
@@ -155,6 +158,17 @@ impl Workspaces {
             any: self.sole_unresolved().is_some(),
             workspace_ids: self.0.iter().filter_map(Workspace::id).collect(),
             without_workspace: self.0.len() == 1,
+        }
+    }
+
+    /// The `workspace` label of a metric: the workspace's id (its entry's label while
+    /// unknown), or `all` when more than `MAX_LABELLED` workspaces are configured (a
+    /// label per workspace would then cost the scraper more than it tells).
+    pub fn metric_label(&self, workspace: &Workspace) -> String {
+        if self.0.len() > MAX_LABELLED {
+            "all".to_owned()
+        } else {
+            workspace.id().unwrap_or_else(|| workspace.label.clone())
         }
     }
 

@@ -125,6 +125,8 @@ pub struct SeamLabels {
     pub outcome: FetchKind,
     /// The HTTP status, or `none` when no answer came.
     pub status: String,
+    /// The workspace (`Workspaces::metric_label`: its id, or `all` beyond 50 workspaces).
+    pub workspace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -109,7 +109,10 @@ async fn metrics_count_deliveries_and_seam_calls(pool: PgPool) {
     assert_eq!(sample(&after, r#"seam_access_sync_webhook_deliveries_total{outcome="duplicate"}"#), 1.0);
     assert_eq!(sample(&after, r#"seam_access_sync_webhook_deliveries_total{outcome="invalid_signature"}"#), 1.0);
     assert_eq!(
-        sample(&after, r#"seam_access_sync_seam_requests_total{endpoint="managed",outcome="found",status="200"}"#),
+        sample(
+            &after,
+            r#"seam_access_sync_seam_requests_total{endpoint="managed",outcome="found",status="200",workspace="SEAM_API_KEY"}"#
+        ),
         1.0
     );
     assert_eq!(sample(&after, "seam_access_sync_mirror_lag_seconds_count"), 1.0);

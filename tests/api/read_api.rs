@@ -33,7 +33,7 @@ async fn seed(pool: &PgPool) {
             ('ac_b', 'dev_1', 'ws', 'B', 'ongoing', 'setting', '[{"warning_code":"delay_in_setting_on_device"}]', '[]', NULL, '{}', NULL, now(), '2026-11-21T00:00:00Z'),
             ('ac_c', 'dev_2', 'ws', 'C', 'ongoing', 'setting', '[]', '[{"error_code":"failed_to_set_on_device"}]', NULL, '{}', NULL, now(), '2026-11-22T00:00:00Z'),
             ('ac_d', 'dev_2', 'ws', 'D', 'time_bound', 'unset', '[]', '[]', NULL, '{}', NULL, now(), '2026-11-23T00:00:00Z'),
-            ('ac_e', 'dev_3', 'ws', 'E', 'ongoing', 'set', '[]', '[]', NULL, '{}', '2026-11-24T00:00:00Z', now(), '2026-11-24T00:00:00Z')
+            ('ac_e', 'dev_3', 'ws_2', 'E', 'ongoing', 'set', '[]', '[]', NULL, '{}', '2026-11-24T00:00:00Z', now(), '2026-11-24T00:00:00Z')
         "#,
     )
     .execute(pool)
@@ -80,6 +80,8 @@ async fn filters_select_the_right_codes(pool: PgPool) {
     let cases = [
         ("status=setting", vec!["ac_b", "ac_c"]),
         ("device_id=dev_2", vec!["ac_c", "ac_d"]),
+        ("workspace_id=ws_2", vec!["ac_e"]),
+        ("workspace_id=ws&device_id=dev_1", vec!["ac_a", "ac_b"]),
         ("has_errors=true", vec!["ac_c"]),
         ("has_errors=false&status=setting", vec!["ac_b"]),
         ("has_warnings=true", vec!["ac_b"]),
@@ -219,7 +221,17 @@ async fn the_openapi_document_describes_the_read_api(pool: PgPool) {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for name in ["status", "device_id", "has_errors", "has_warnings", "deleted", "updated_since", "limit", "cursor"] {
+    for name in [
+        "status",
+        "device_id",
+        "workspace_id",
+        "has_errors",
+        "has_warnings",
+        "deleted",
+        "updated_since",
+        "limit",
+        "cursor",
+    ] {
         assert!(params.contains(&name), "{name} documented");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
