@@ -43,8 +43,21 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (Statu
         let message = states.iter().filter_map(|(_, _, r)| r.clone()).collect::<Vec<_>>().join("; ");
         json!({ "ok": false, "reason": detail("Seam rejected the API key", message) })
     };
+    // Waiting for a workspace to be configured is not a reason to be unready; an
+    // operator sees how many and (with a token) for which workspaces.
+    let unroutable = if state.settings.server.run_mode.runs_worker() && database["ok"] == true {
+        let waiting = store::queue::unroutable(&state.pool, &state.workspaces.claim_filter()).await.unwrap_or_default();
+        let count: i64 = waiting.iter().map(|(_, n)| n).sum();
+        let named: Vec<Value> = waiting.iter().map(|(w, n)| json!({ "workspace_id": w, "refetches": n })).collect();
+        if detailed { json!({ "refetches": count, "by_workspace": named }) } else { json!({ "refetches": count }) }
+    } else {
+        json!({ "refetches": 0 })
+    };
     let ready = database["ok"] == true && seam_api_key["ok"] == true;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "ready": ready, "database": database, "seam_api_key": seam_api_key, "workspaces": workspaces });
+    let body = json!({
+        "ready": ready, "database": database, "seam_api_key": seam_api_key, "workspaces": workspaces,
+        "unroutable": unroutable,
+    });
     (status, Json(body))
 }

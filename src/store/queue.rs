@@ -179,6 +179,23 @@ pub async fn claim_next(pool: &PgPool, lease: Duration, filter: &ClaimFilter) ->
     .await
 }
 
+/// Re-fetches no configured credential can serve (`filter` does not admit them),
+/// per workspace named: they wait until that workspace is added.
+pub async fn unroutable(pool: &PgPool, filter: &ClaimFilter) -> sqlx::Result<Vec<(Option<String>, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT workspace_id, count(*) AS "count!" FROM access_code_refetches
+           WHERE dead_lettered_at IS NULL
+             AND NOT ($1 OR workspace_id = ANY($2) OR ($3 AND workspace_id IS NULL))
+           GROUP BY workspace_id ORDER BY workspace_id"#,
+        filter.any,
+        &filter.workspace_ids,
+        filter.without_workspace,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.workspace_id, row.count)).collect())
+}
+
 /// Whether the claim is still ours; locks the queue row until the transaction ends.
 pub async fn lock_claim(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<bool> {
     let row: Option<i64> = sqlx::query_scalar!(

@@ -15,6 +15,9 @@ use test_kit::StandIn;
 
 use crate::helpers::*;
 
+/// A read-API token, for `/readyz`'s detail.
+const OPERATOR: &str = "operator-token-0123456789abcdef0123";
+
 /// A third test secret (32 bytes), for the secret that verifies any workspace.
 const ANY_SECRET: &str = "whsec_dGhpcmQtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OWFiY2Q=";
 
@@ -117,7 +120,8 @@ async fn an_event_of_an_unconfigured_workspace_waits_until_that_workspace_is_add
     let seam = StandIn::start().await.unwrap();
     let unscoped = format!("[webhook]\nsecret = \"{ANY_SECRET}\"");
     let settings = two_workspaces(&seam.url(), &unscoped);
-    let app = spawn_app_with(pool.clone(), settings.clone()).await;
+    let operator = format!("{unscoped}\n[server]\nrun_mode = \"all\"\n[api]\ntokens = \"{OPERATOR}\"");
+    let app = spawn_app_with(pool.clone(), two_workspaces(&seam.url(), &operator)).await;
     seam.set_code("ac_c", code("ws_c", "ac_c"));
     let stored = deliver_signed(&app, ANY_SECRET, "m_c", &event("ws_c", "ac_c")).await;
     assert_eq!(stored.status(), StatusCode::OK, "the signature was valid: acknowledged");
@@ -128,6 +132,10 @@ async fn an_event_of_an_unconfigured_workspace_waits_until_that_workspace_is_add
     assert!(worker.drain().await.unwrap().is_empty(), "no credential reaches ws_c: nothing is claimed");
     assert_eq!(seam.calls_to("/access_codes/get"), 0);
     assert_eq!(count(&pool, "access_code_refetches").await, 1, "it waits in the queue");
+    let ready = app.http.get(format!("{}/readyz", app.address)).bearer_auth(OPERATOR).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "waiting for a workspace is no reason to be unready");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["unroutable"], json!({"refetches": 1, "by_workspace": [{"workspace_id": "ws_c", "refetches": 1}]}));
 
     // The operator adds workspace C and restarts: the waiting code is fetched, with C's key.
     let added = format!("{}\n[[workspaces]]\nworkspace_id = \"ws_c\"\napi_key = \"seam_key_c\"", two_workspaces_toml());
