@@ -271,7 +271,8 @@ export async function startFront({ db, fakeUrl, host, log }) {
       const token = /^Bearer (.*)$/i.exec(ctx.headers.authorization ?? '')?.[1] ?? ''
       const apiKey = token.startsWith('seam_') && !/^seam_(at|cst|pk)/.test(token)
       if (answer.status === 400 && answer.json?.error?.type === 'missing_workspace_id' && apiKey && ctx.headers['seam-workspace'] == null) {
-        return seamError(401, 'unauthorized', 'API Key not found')
+        // Keeping the fake's `seam-request-id`, as Seam sends one with every answer.
+        return { ...seamError(401, 'unauthorized', 'API Key not found'), headers: answer.headers }
       }
       return answer
     },
