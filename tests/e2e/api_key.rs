@@ -60,7 +60,10 @@ async fn set_while_the_key_is_rejected(e2e: &E2e) -> (String, Value) {
     assert_eq!(e2e.mirror(&id).await.unwrap().status.as_deref(), Some("setting"));
     // And the logs say what to fix.
     let logs = e2e.service.logs();
-    assert!(logs.contains("Seam rejected the API key (SEAM_API_KEY)"), "no log names SEAM_API_KEY");
+    assert!(
+        logs.lines().any(|line| line.contains("Seam rejected the API key") && line.contains("workspace=SEAM_API_KEY")),
+        "no log names SEAM_API_KEY"
+    );
     (id, set)
 }
 
