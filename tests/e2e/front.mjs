@@ -11,6 +11,7 @@ import http from 'node:http'
 import { checkRequest, checkResponse, format, requestParams } from './contract.mjs'
 
 const MAX_KEPT = 200 // violations kept in full (all are counted)
+const MAX_CALLS_KEPT = 5000 // calls kept in the credential record (all are counted)
 
 // ---------------------------------------------------------------- shapes
 
@@ -58,6 +59,25 @@ export async function startFront({ db, fakeUrl, host, log }) {
       }
     }
     return entry
+  }
+
+  // Which credential each call used: the bearer token (and `seam-workspace`, sent with a
+  // personal access token), per call, per route and per access code named in the call.
+  const credentials = { calls: [], by_route: {}, by_access_code: {} }
+  function recordCredential(route, ctx, status) {
+    const credential = /^Bearer (.*)$/i.exec(ctx.headers.authorization ?? '')?.[1] ?? null
+    const workspace = ctx.headers['seam-workspace'] ?? null
+    const ids = [ctx.params.access_code_id, ...[ctx.params.access_code_ids ?? []].flat()].filter((id) => typeof id === 'string')
+    const key = credential ?? '(none)'
+    const perRoute = (credentials.by_route[route] ??= {})
+    perRoute[key] = (perRoute[key] ?? 0) + 1
+    for (const id of new Set(ids)) {
+      const perCode = (credentials.by_access_code[id] ??= {})
+      perCode[key] = (perCode[key] ?? 0) + 1
+    }
+    if (credentials.calls.length < MAX_CALLS_KEPT) {
+      credentials.calls.push({ route, access_code_ids: [...new Set(ids)], credential, ...(workspace && { seam_workspace: workspace }), status })
+    }
   }
 
   // Sends a request on to the fake as it came (minus hop-by-hop headers and compression).
@@ -151,6 +171,11 @@ export async function startFront({ db, fakeUrl, host, log }) {
       }
       const answer = await ctx.forward()
       if (answer.status === 200 && answer.json?.access_code) {
+        // The fake serves any key any workspace's code; Seam answers 404 for a code of
+        // another workspace than the credential's.
+        const { answer: refused, workspace_id } = await auth(ctx)
+        if (refused) return refused
+        if (!inWorkspace(workspace_id)(answer.json.access_code)) return seamError(404, 'not_found', 'Access Code Not Found')
         return { status: 200, json: { ...answer.json, access_code: managedCode(answer.json.access_code) } }
       }
       return answer
@@ -231,8 +256,11 @@ export async function startFront({ db, fakeUrl, host, log }) {
       if (access_code_id != null) params.access_code_ids = [...[params.access_code_ids ?? []].flat(), access_code_id]
       const answer = await forwardJson(ctx, '/events/list', params)
       if (answer.status !== 200 || !Array.isArray(answer.json?.events)) return answer
+      // The fake lists every workspace's events to any key; Seam, the credential's only.
+      const { answer: refused, workspace_id } = await auth(ctx)
+      if (refused) return refused
       const max = limit == null ? 500 : Math.floor(Number(limit))
-      return { status: 200, json: { ...answer.json, events: answer.json.events.slice(0, max) } }
+      return { status: 200, json: { ...answer.json, events: answer.json.events.filter(inWorkspace(workspace_id)).slice(0, max) } }
     },
 
     // An API key the fake does not know: its other routes answer Seam's 401
@@ -243,7 +271,8 @@ export async function startFront({ db, fakeUrl, host, log }) {
       const token = /^Bearer (.*)$/i.exec(ctx.headers.authorization ?? '')?.[1] ?? ''
       const apiKey = token.startsWith('seam_') && !/^seam_(at|cst|pk)/.test(token)
       if (answer.status === 400 && answer.json?.error?.type === 'missing_workspace_id' && apiKey && ctx.headers['seam-workspace'] == null) {
-        return seamError(401, 'unauthorized', 'API Key not found')
+        // Keeping the fake's `seam-request-id`, as Seam sends one with every answer.
+        return { ...seamError(401, 'unauthorized', 'API Key not found'), headers: answer.headers }
       }
       return answer
     },
@@ -315,6 +344,7 @@ export async function startFront({ db, fakeUrl, host, log }) {
       entry.requests++
       entry.statuses[status] = (entry.statuses[status] ?? 0) + 1
       if (handler) entry.fixed_by_harness = true
+      recordCredential(route, ctx, status)
     } catch (err) {
       log(`front: ${request} failed:`, err)
       text = JSON.stringify({ error: { type: 'harness_front_error', message: String(err?.message ?? err) }, ok: false })
@@ -345,7 +375,12 @@ export async function startFront({ db, fakeUrl, host, log }) {
       by_route: report.by_route,
       notes: [...report.notes.values()],
     }),
+    // `GET /credentials` of the control API.
+    credentials: () => credentials,
     reset() {
+      credentials.calls = []
+      credentials.by_route = {}
+      credentials.by_access_code = {}
       report.requests_checked = 0
       report.violations = []
       report.violation_count = 0

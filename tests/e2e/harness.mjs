@@ -40,41 +40,61 @@ const UUID_IDS = new Set(['access_code', 'event', 'device', 'connected_account',
 const counterId = db.getState()._getNextId
 db.setState({ _getNextId: (type) => (UUID_IDS.has(type) ? randomUUID() : counterId(type)) })
 
-const workspaceId = randomUUID()
-db.addWorkspace({ name: 'E2E Workspace', workspace_id: workspaceId, is_sandbox: true })
-// Quirk: the fake's addWorkspace drops `organization_id`, which the document's
-// `workspace` requires (nullable): a workspace of no organization says null.
-db.setState({ workspaces: db.workspaces.map((w) => ({ organization_id: null, ...w })) })
+// Workspaces: each with its own API key, `august` connected account, `august_lock`
+// devices and webhook secret. The first (A) is the one of the ready line's top-level
+// fields; B is seeded too; `POST /workspaces` adds more. The fake keeps several
+// workspaces but scopes little by workspace (see README.md): the front and the
+// control routes below make up for it.
+const workspaces = [] // {name, workspace_id, api_key, device_ids, connected_account_id, webhook_secret}
+const workspaceOf = (id) => workspaces.find((w) => w.workspace_id === id)
 
 // Tokens must start with `seam_` (and not `seam_cst`/`seam_at`); the fake takes the part
-// after the first `_` as the short token.
-let keyCounter = 1
-let apiKey = `seam_e2e_key_${keyCounter}`
-db.addApiKey({ name: 'E2E API Key 1', token: apiKey, workspace_id: workspaceId })
+// after the first `_` as the short token. One counter for every workspace: unique keys.
+let keyCounter = 0
+const newKey = () => `seam_e2e_key_${++keyCounter}`
 
-const connectedAccountId = randomUUID()
-db.addConnectedAccount({
-  provider: 'august',
-  workspace_id: workspaceId,
-  connected_account_id: connectedAccountId,
-  user_identifier: { email: 'e2e@example.com' },
-})
-
-// Same shape as the fake's own `--seed` locks (august_lock, can_program_online_access_codes).
-const deviceIds = [1, 2, 3].map((n) => {
-  const device = db.addDevice({
-    device_id: randomUUID(),
-    device_type: 'august_lock',
-    name: `E2E Lock ${n}`,
-    connected_account_id: connectedAccountId,
-    workspace_id: workspaceId,
-    can_remotely_lock: true,
-    can_remotely_unlock: true,
-    can_program_online_access_codes: true,
-    properties: { name: `E2E Lock ${n}`, manufacturer: 'august', locked: true },
+function seedWorkspace({ name, devices = 3 }) {
+  const workspace_id = randomUUID()
+  db.addWorkspace({ name, workspace_id, is_sandbox: true })
+  // Quirk: the fake's addWorkspace drops `organization_id`, which the document's
+  // `workspace` requires (nullable): a workspace of no organization says null.
+  db.setState({ workspaces: db.workspaces.map((w) => ({ organization_id: null, ...w })) })
+  const api_key = newKey()
+  db.addApiKey({ name: `E2E API Key ${keyCounter}`, token: api_key, workspace_id })
+  const connected_account_id = randomUUID()
+  db.addConnectedAccount({
+    provider: 'august',
+    workspace_id,
+    connected_account_id,
+    user_identifier: { email: `e2e+${workspaces.length + 1}@example.com` },
   })
-  return device.device_id
-})
+  // Same shape as the fake's own `--seed` locks (august_lock, can_program_online_access_codes).
+  const device_ids = Array.from({ length: devices }, (_, i) => {
+    const lock = `${name} Lock ${i + 1}`
+    const device = db.addDevice({
+      device_id: randomUUID(),
+      device_type: 'august_lock',
+      name: lock,
+      connected_account_id,
+      workspace_id,
+      can_remotely_lock: true,
+      can_remotely_unlock: true,
+      can_program_online_access_codes: true,
+      properties: { name: lock, manufacturer: 'august', locked: true },
+    })
+    return device.device_id
+  })
+  const webhook_secret = `whsec_${randomBytes(32).toString('base64')}`
+  const workspace = { name, workspace_id, api_key, device_ids, connected_account_id, webhook_secret }
+  workspaces.push(workspace)
+  return workspace
+}
+
+const first = seedWorkspace({ name: 'E2E Workspace' })
+seedWorkspace({ name: 'E2E Workspace B' })
+const workspaceId = first.workspace_id
+const deviceIds = first.device_ids
+const webhookSecret = first.webhook_secret
 
 // The fake's startServer calls `server.listen(port)`, which binds all interfaces, and it
 // reports `http://localhost:PORT`. Force 127.0.0.1 by wrapping net.Server#listen while it
@@ -115,7 +135,6 @@ const { url: fakeUrl, server: fakeServer } = await startFake()
 // What the service is given as the Seam API: the validating front.
 const front = await startFront({ db, fakeUrl, host: HOST, log })
 const seamApiUrl = front.url
-const webhookSecret = `whsec_${randomBytes(32).toString('base64')}`
 
 // ---------------------------------------------------------------- helpers
 
@@ -127,12 +146,13 @@ class HttpError extends Error {
   }
 }
 
-// Call the fake's real HTTP API with the current API key (directly: the harness's own
-// calls are not the service's, and are not counted by the contract check).
-async function seamApi(path, body) {
+// Call the fake's real HTTP API with the current API key of `workspace` (default: A)
+// (directly: the harness's own calls are not the service's, and are not counted by the
+// contract check).
+async function seamApi(path, body, workspace = first) {
   const res = await fetch(`${fakeUrl}${path}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${workspace.api_key}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   })
   const json = await res.json().catch(() => null)
@@ -145,6 +165,17 @@ async function seamApi(path, body) {
 
 const findCode = (id) => db.access_codes.find((c) => c.access_code_id === id)
 const findDevice = (id) => db.devices.find((d) => d.device_id === id)
+// The workspace a device (or a code, by its device) belongs to: its calls use that
+// workspace's key. The fake stamps a new code with the CALLER's workspace
+// (`req.auth.workspace_id`) and never checks the device's, so a code made on B's lock with
+// A's key would say workspace A; made with B's key it says B, as Seam does.
+const workspaceOfDevice = (id) => workspaceOf(findDevice(id)?.workspace_id) ?? first
+const workspaceParam = (value) => {
+  if (value == null) return first
+  const workspace = workspaceOf(value)
+  if (workspace == null) throw new HttpError(404, `no workspace ${value}`)
+  return workspace
+}
 
 // Codes we have seen, so events can still be filled in after a code was deleted.
 const knownCodes = new Map()
@@ -196,7 +227,7 @@ const routes = {
     for (const key of ['name', 'code', 'starts_at', 'ends_at']) {
       if (body[key] != null) params[key] = body[key]
     }
-    const { access_code } = await seamApi('/access_codes/create', params)
+    const { access_code } = await seamApi('/access_codes/create', params, workspaceOfDevice(params.device_id))
     // The `access_code.created` event the fake just recorded (not delivered: /deliver it).
     const event = db.events.findLast(
       (e) => e.event_type === 'access_code.created' && e.access_code_id === access_code.access_code_id,
@@ -209,8 +240,8 @@ const routes = {
   'POST /codes/:id/state': async ({ id, body }) => {
     if (findCode(id) == null) throw new HttpError(404, `no access code ${id}`)
     const { access_code_id: _ignored, ...patch } = body
-    remember(db.updateAccessCode({ ...patch, access_code_id: id }))
-    const { access_code } = await seamApi('/access_codes/get', { access_code_id: id })
+    const updated = remember(db.updateAccessCode({ ...patch, access_code_id: id }))
+    const { access_code } = await seamApi('/access_codes/get', { access_code_id: id }, workspaceOfDevice(updated.device_id))
     return { access_code: access_code.is_managed === false ? unmanagedCode(access_code) : managedCode(access_code) }
   },
 
@@ -219,7 +250,7 @@ const routes = {
   'POST /unmanaged_codes': async ({ body }) => {
     const params = { device_id: requireString(body.device_id, 'device_id'), name: body.name ?? 'Unmanaged code' }
     params.code = body.code ?? String(randomInt(1000, 10_000))
-    const { access_code } = await seamApi('/access_codes/simulate/create_unmanaged_access_code', params)
+    const { access_code } = await seamApi('/access_codes/simulate/create_unmanaged_access_code', params, workspaceOfDevice(params.device_id))
     return { access_code: unmanagedCode(remember(settleUnmanaged(db, access_code))) }
   },
 
@@ -250,7 +281,9 @@ const routes = {
     const event = {
       event_id: randomUUID(), // the live API uses uuids; the fake would say `eventN`
       event_type,
-      workspace_id: workspaceId,
+      // The code's workspace (else its device's, else A): the fake's own events say the
+      // caller's workspace, which is the code's when the harness made it with its key.
+      workspace_id: code?.workspace_id ?? (device != null ? device.workspace_id : workspaceId),
       ...(deviceId != null && { device_id: deviceId }),
       ...(device != null && { connected_account_id: device.connected_account_id }),
       ...(access_code_id != null && { access_code_id }),
@@ -310,27 +343,47 @@ const routes = {
   },
 
   // The fake has no way to delete an API key: drop it from the store's `api_keys` array.
-  'POST /api_keys/rotate': async () => {
-    const oldKey = apiKey
-    apiKey = `seam_e2e_key_${++keyCounter}`
+  // `workspace_id` (default A) names whose key; the control API uses the new one.
+  'POST /api_keys/rotate': async ({ body }) => {
+    const workspace = workspaceParam(body.workspace_id)
+    const oldKey = workspace.api_key
+    workspace.api_key = newKey()
     db.setState({ api_keys: db.api_keys.filter((k) => k.token !== oldKey) })
-    db.addApiKey({ name: `E2E API Key ${keyCounter}`, token: apiKey, workspace_id: workspaceId })
-    return { old_key: oldKey, new_key: apiKey }
+    db.addApiKey({ name: `E2E API Key ${keyCounter}`, token: workspace.api_key, workspace_id: workspace.workspace_id })
+    return { old_key: oldKey, new_key: workspace.api_key, workspace_id: workspace.workspace_id }
   },
 
-  // Adds an API key to the fake (a given `token`, e.g. one `/api_keys/rotate` removed, or a
-  // fresh one): how a test "fixes" a rejected key without restarting the service. The
-  // control API keeps using its current key.
+  // Adds an API key of `workspace_id` (default A) to the fake (a given `token`, e.g. one
+  // `/api_keys/rotate` removed, or a fresh one): how a test "fixes" a rejected key without
+  // restarting the service. The control API keeps using its current key.
   'POST /api_keys': async ({ body }) => {
-    const token = body.token ?? `seam_e2e_key_${++keyCounter}`
+    const workspace = workspaceParam(body.workspace_id)
+    const token = body.token ?? newKey()
     if (typeof token !== 'string' || !/^seam_[A-Za-z0-9]+_/.test(token) || /^seam_(cst|at)/.test(token)) {
       throw new HttpError(400, 'token must look like seam_<short>_<rest> (not seam_cst/seam_at)')
     }
     if (db.api_keys.some((k) => k.token === token)) throw new HttpError(409, 'that API key already exists')
-    db.addApiKey({ name: `E2E API Key (${token})`, token, workspace_id: workspaceId })
-    return { token }
+    db.addApiKey({ name: `E2E API Key (${token})`, token, workspace_id: workspace.workspace_id })
+    return { token, workspace_id: workspace.workspace_id }
   },
+
+  // Another workspace: its own key, connected account, `devices` locks (default 3) and
+  // webhook secret; answered as the ready line's `workspaces` entries are.
+  'POST /workspaces': async ({ body }) => {
+    const devices = body.devices ?? 3
+    if (!Number.isInteger(devices) || devices < 1 || devices > 20) throw new HttpError(400, 'devices must be 1..20')
+    const name = body.name ?? `E2E Workspace ${String.fromCharCode(65 + workspaces.length)}`
+    return { workspace: publicWorkspace(seedWorkspace({ name, devices })) }
+  },
+  'GET /workspaces': async () => ({ workspaces: workspaces.map(publicWorkspace) }),
+
+  // Which credential (bearer token) each Seam call through the front used: every call
+  // `{route, access_code_id, credential, status}`, and counts per route and per code.
+  'GET /credentials': async () => front.credentials(),
 }
+
+// A workspace as the ready line and the control API show it (a copy: keys rotate).
+const publicWorkspace = (w) => ({ ...w, device_ids: [...w.device_ids] })
 
 function route(method, pathname) {
   const codeState = pathname.match(/^\/codes\/([^/]+)\/state$/)
@@ -405,11 +458,12 @@ process.on('unhandledRejection', (err) => log('unhandled rejection:', err))
 writeReadyLine(
   JSON.stringify({
     seam_api_url: seamApiUrl,
-    api_key: apiKey,
+    api_key: first.api_key,
     device_ids: deviceIds,
     workspace_id: workspaceId,
     control_url: controlUrl,
     webhook_secret: webhookSecret,
+    workspaces: workspaces.map(publicWorkspace),
   }) + '\n',
 )
 log(`ready: Seam API (the checking front) at ${seamApiUrl}, the fake at ${fakeUrl}, control at ${controlUrl}`)

@@ -15,3 +15,4 @@ mod lifecycle;
 mod rig;
 mod signatures;
 mod touching;
+mod workspaces;

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +37,30 @@ pub struct HarnessInfo {
     pub workspace_id: String,
     pub control_url: String,
     pub webhook_secret: String,
+    /// Every workspace the fake holds at start: A (the fields above) and B.
+    pub workspaces: Vec<WorkspaceInfo>,
+}
+
+/// A workspace of the fake: its own key, locks and webhook secret (the ready line's
+/// `workspaces`, `POST /workspaces`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkspaceInfo {
+    pub name: String,
+    pub workspace_id: String,
+    pub api_key: String,
+    pub device_ids: Vec<String>,
+    pub webhook_secret: String,
+}
+
+impl HarnessInfo {
+    /// Workspace A, whose key and secret are the top-level fields.
+    pub fn a(&self) -> &WorkspaceInfo {
+        &self.workspaces[0]
+    }
+    /// Workspace B.
+    pub fn b(&self) -> &WorkspaceInfo {
+        &self.workspaces[1]
+    }
 }
 
 /// `node tests/e2e/harness.mjs`, a child process whose logs go to the test's output
@@ -118,6 +143,49 @@ impl Harness {
         (answer["access_code"].clone(), answer["event"].clone())
     }
 
+    /// Creates a code on the device `device_id` (of any workspace: the harness uses the
+    /// key of the device's workspace, so the code says that workspace).
+    pub async fn create_code_on(&self, device_id: &str, name: &str) -> (Value, Value) {
+        let answer = self.post("/codes", json!({ "device_id": device_id, "name": name })).await;
+        assert_eq!(answer["event"]["event_type"], "access_code.created", "{answer}");
+        (answer["access_code"].clone(), answer["event"].clone())
+    }
+
+    /// Adds a workspace to the fake: its own key, `devices` locks, webhook secret.
+    pub async fn add_workspace(&self, name: &str, devices: usize) -> WorkspaceInfo {
+        let answer = self.post("/workspaces", json!({ "name": name, "devices": devices })).await;
+        serde_json::from_value(answer["workspace"].clone()).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    }
+
+    /// Removes the current key of workspace `workspace_id` from the fake and makes a
+    /// new one: `(old, new)`.
+    pub async fn rotate_key_of(&self, workspace_id: &str) -> (String, String) {
+        let answer = self.post("/api_keys/rotate", json!({ "workspace_id": workspace_id })).await;
+        (answer["old_key"].as_str().unwrap().to_owned(), answer["new_key"].as_str().unwrap().to_owned())
+    }
+
+    /// Which credential each Seam call through the front used (`GET /credentials`):
+    /// `calls`, `by_route`, `by_access_code`.
+    pub async fn credentials(&self) -> Value {
+        self.call(reqwest::Method::GET, "/credentials", json!({})).await
+    }
+
+    /// The Seam calls so far that named `access_code_id`: `(route, credential)` each.
+    pub async fn calls_for(&self, access_code_id: &str) -> Vec<(String, String)> {
+        let record = self.credentials().await;
+        record["calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|call| {
+                call["access_code_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == access_code_id))
+            })
+            .map(|call| {
+                (call["route"].as_str().unwrap_or("?").to_owned(), call["credential"].as_str().unwrap_or("").to_owned())
+            })
+            .collect()
+    }
+
     /// Makes an unmanaged code on device `device` (one Seam found on the lock), through
     /// the fake's `/access_codes/simulate/create_unmanaged_access_code`; returns it.
     pub async fn create_unmanaged_code(&self, device: usize, name: &str) -> Value {
@@ -146,11 +214,16 @@ impl Harness {
     /// What the fake's `/access_codes/get` answers for a code (with the start-up key):
     /// `(HTTP status, access_code or error)`.
     pub async fn fake_get(&self, access_code_id: &str) -> (u16, Value) {
+        self.fake_get_with(&self.info.api_key, access_code_id).await
+    }
+
+    /// The same with `api_key` (the front answers 404 for another workspace's code).
+    pub async fn fake_get_with(&self, api_key: &str, access_code_id: &str) -> (u16, Value) {
         let response = self
             .http
             .get(format!("{}/access_codes/get", self.info.seam_api_url))
             .query(&[("access_code_id", access_code_id)])
-            .bearer_auth(&self.info.api_key)
+            .bearer_auth(api_key)
             .send()
             .await
             .expect("the fake's /access_codes/get");
@@ -244,15 +317,110 @@ pub fn merge(into: &mut Value, extra: Value) {
 
 // ------------------------------------------------------------------ the service
 
+/// How the service reaches Seam and checks webhooks.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// `SEAM_API_KEY` and `SEAM_WEBHOOK_SECRET`: one workspace, as before issue 14.
+    Key { api_key: String, webhook_secret: String },
+    /// `SEAM_WORKSPACES_FILE` naming a file of `[[workspaces]]` entries; `SEAM_API_KEY`
+    /// empty; `SEAM_WEBHOOK_SECRET` the secret that verifies any workspace's events
+    /// (`any_secret`), or empty.
+    Workspaces { file: Arc<WorkspacesFile>, any_secret: Option<String> },
+}
+
+/// One `[[workspaces]]` entry of the service's workspaces file.
+#[derive(Debug, Clone)]
+pub struct WorkspaceEntry {
+    pub name: String,
+    pub workspace_id: Option<String>,
+    pub api_key: String,
+    pub webhook_secret: Option<String>,
+}
+
+impl WorkspaceEntry {
+    /// The entry an operator writes for `workspace`: name, id, key, endpoint secret.
+    pub fn of(workspace: &WorkspaceInfo) -> WorkspaceEntry {
+        WorkspaceEntry {
+            name: workspace.name.clone(),
+            workspace_id: Some(workspace.workspace_id.clone()),
+            api_key: workspace.api_key.clone(),
+            webhook_secret: Some(workspace.webhook_secret.clone()),
+        }
+    }
+
+    /// Without `workspace_id`: the service asks Seam which workspace the key reaches.
+    pub fn without_id(mut self) -> WorkspaceEntry {
+        self.workspace_id = None;
+        self
+    }
+
+    pub fn api_key(mut self, api_key: &str) -> WorkspaceEntry {
+        self.api_key = api_key.to_owned();
+        self
+    }
+}
+
+/// A workspaces file (TOML) in a directory of its own, removed on drop.
+#[derive(Debug)]
+pub struct WorkspacesFile {
+    pub path: PathBuf,
+    dir: PathBuf,
+}
+
+impl WorkspacesFile {
+    pub fn write(entries: &[WorkspaceEntry]) -> WorkspacesFile {
+        let dir = std::env::temp_dir().join(format!("sas_e2e_workspaces_{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a temp dir for the workspaces file");
+        let path = dir.join("workspaces.toml");
+        std::fs::write(&path, workspaces_toml(entries)).expect("write the workspaces file");
+        WorkspacesFile { path, dir }
+    }
+}
+
+impl Drop for WorkspacesFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `entries` as an operator's TOML (`[[workspaces]]` tables).
+pub fn workspaces_toml(entries: &[WorkspaceEntry]) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("a TOML basic string");
+    let mut toml = String::new();
+    for entry in entries {
+        toml.push_str("[[workspaces]]\n");
+        toml.push_str(&format!("name = {}\n", quote(&entry.name)));
+        if let Some(id) = &entry.workspace_id {
+            toml.push_str(&format!("workspace_id = {}\n", quote(id)));
+        }
+        toml.push_str(&format!("api_key = {}\n", quote(&entry.api_key)));
+        if let Some(secret) = &entry.webhook_secret {
+            toml.push_str(&format!("webhook_secret = {}\n", quote(secret)));
+        }
+        toml.push('\n');
+    }
+    toml
+}
+
+/// A fresh `whsec_` secret (32 random bytes), e.g. one that verifies any workspace.
+pub fn new_webhook_secret() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 /// Starts the service (the kit's spawner: the binary, port 0) with run_mode "all"
-/// and a fast worker against the harness's fake, with `api_key`; `settings` are
-/// `APP_*` variables laid over the e2e defaults (e.g. a faster sweep). Its log goes
-/// to the test's output and stays readable (`Service::logs`).
-async fn start_service(database: &str, harness: &HarnessInfo, api_key: &str, settings: &[(String, String)]) -> Service {
+/// and a fast worker against the harness's fake, reaching Seam as `access` says;
+/// `settings` are `APP_*` variables laid over the e2e defaults (e.g. a faster sweep).
+/// Its log goes to the test's output and stays readable (`Service::logs`).
+async fn start_service(
+    database: &str,
+    harness: &HarnessInfo,
+    access: &Access,
+    settings: &[(String, String)],
+) -> Service {
     let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
     let config = ServiceConfig::new(env!("CARGO_BIN_EXE_seam-access-sync"), database, &harness.seam_api_url)
-        .api_key(api_key)
-        .webhook_secret(&harness.webhook_secret)
         .log_filter(&log_filter)
         .echo("[service] ")
         .env("APP_SERVER__RUN_MODE", "all")
@@ -264,6 +432,13 @@ async fn start_service(database: &str, harness: &HarnessInfo, api_key: &str, set
         .env("APP_WORKER__AUTH_FAILURE_RETRY_SECONDS", 1)
         .env("APP_DATABASE__MAX_CONNECTIONS", 8)
         .env("APP_DATABASE__ACQUIRE_TIMEOUT_MS", 10_000);
+    let config = match access {
+        Access::Key { api_key, webhook_secret } => config.api_key(api_key).webhook_secret(webhook_secret),
+        Access::Workspaces { file, any_secret } => config
+            .api_key("")
+            .webhook_secret(any_secret.as_deref().unwrap_or(""))
+            .env("SEAM_WORKSPACES_FILE", file.path.display()),
+    };
     let config = settings.iter().fold(config, |config, (key, value)| config.env(key, value));
     Service::start(config).await.unwrap_or_else(|e| panic!("the service did not start: {e:#}"))
 }
@@ -286,6 +461,7 @@ pub struct E2e {
     /// The test's database, as the service's `DATABASE_URL`.
     database: String,
     settings: Vec<(String, String)>,
+    access: Access,
 }
 
 /// A row of the mirror.
@@ -364,29 +540,72 @@ impl E2e {
     /// Same, on a fake the test has already filled (codes that exist before the
     /// service starts). Waits for the start-up catch-up run unless catch-up is off.
     pub async fn start_on(harness: Harness, database: PgConnectOptions, settings: &[(&str, &str)]) -> E2e {
+        let access =
+            Access::Key { api_key: harness.info.api_key.clone(), webhook_secret: harness.info.webhook_secret.clone() };
+        E2e::start_as(harness, database, access, settings).await
+    }
+
+    /// The service serving the workspaces `entries` (a workspaces file), with
+    /// `any_secret` as `SEAM_WEBHOOK_SECRET` (verifying any workspace's events) or none.
+    pub async fn start_workspaces(
+        harness: Harness,
+        database: PgConnectOptions,
+        entries: &[WorkspaceEntry],
+        any_secret: Option<&str>,
+        settings: &[(&str, &str)],
+    ) -> E2e {
+        let access = Access::Workspaces {
+            file: Arc::new(WorkspacesFile::write(entries)),
+            any_secret: any_secret.map(str::to_owned),
+        };
+        E2e::start_as(harness, database, access, settings).await
+    }
+
+    async fn start_as(harness: Harness, database: PgConnectOptions, access: Access, settings: &[(&str, &str)]) -> E2e {
         let db = PgPoolOptions::new().max_connections(2).connect_with(database.clone()).await.expect("test pool");
         let since = db_now(&db).await;
         let database = test_kit::database_url(&database);
         let settings: Vec<(String, String)> =
             settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let service = start_service(&database, &harness.info, &harness.info.api_key, &settings).await;
-        let catch_up_off = settings.iter().any(|(k, v)| k == "APP_CATCH_UP__INTERVAL_SECONDS" && v == "0");
-        let e2e = E2e { service, harness, db, http: reqwest::Client::new(), database, settings };
-        if !catch_up_off {
+        let service = start_service(&database, &harness.info, &access, &settings).await;
+        let e2e = E2e { service, harness, db, http: reqwest::Client::new(), database, settings, access };
+        if !e2e.catch_up_off() {
             e2e.start_up_catch_up(since).await;
         }
         e2e
     }
 
+    fn catch_up_off(&self) -> bool {
+        self.settings.iter().any(|(k, v)| k == "APP_CATCH_UP__INTERVAL_SECONDS" && v == "0")
+    }
+
     /// Stops the service gracefully and starts it again with `api_key` (what an
     /// operator does after fixing SEAM_API_KEY). The database and the fake stay.
     pub async fn restart_with_key(self, api_key: &str) -> E2e {
-        let E2e { service, harness, db, http, database, settings } = self;
+        let webhook_secret = self.harness.info.webhook_secret.clone();
+        self.restart_as(Access::Key { api_key: api_key.to_owned(), webhook_secret }).await
+    }
+
+    /// Stops the service gracefully and starts it again with a workspaces file of
+    /// `entries` (what an operator does after adding a workspace); `SEAM_WEBHOOK_SECRET`
+    /// as before. The database and the fake stay.
+    pub async fn restart_with_workspaces(self, entries: &[WorkspaceEntry]) -> E2e {
+        let any_secret = match &self.access {
+            Access::Workspaces { any_secret, .. } => any_secret.clone(),
+            Access::Key { webhook_secret, .. } => Some(webhook_secret.clone()),
+        };
+        self.restart_as(Access::Workspaces { file: Arc::new(WorkspacesFile::write(entries)), any_secret }).await
+    }
+
+    async fn restart_as(self, access: Access) -> E2e {
+        let E2e { service, harness, db, http, database, settings, .. } = self;
         stop_service(service).await;
         let since = db_now(&db).await;
-        let service = start_service(&database, &harness.info, api_key, &settings).await;
-        let e2e = E2e { service, harness, db, http, database, settings };
-        e2e.start_up_catch_up(since).await;
+        let service = start_service(&database, &harness.info, &access, &settings).await;
+        let e2e = E2e { service, harness, db, http, database, settings, access };
+        if !e2e.catch_up_off() {
+            e2e.start_up_catch_up(since).await;
+        }
         e2e
     }
 
@@ -437,6 +656,20 @@ impl E2e {
     /// Delivers `event` to the service, signed like Svix; asserts it was accepted.
     pub async fn deliver(&self, event: &Value) -> Delivery {
         let delivery = self.harness.deliver(&self.service.webhook(), event).await;
+        assert_eq!(delivery.status, 200, "the service refused {}: {:?}", event["event_type"], delivery.body);
+        assert_eq!(delivery.body["status"], "accepted", "{delivery:?}");
+        delivery
+    }
+
+    /// Delivers `event` signed with `secret` (a workspace's endpoint secret, or one
+    /// that verifies any workspace); returns the service's answer, whatever it is.
+    pub async fn deliver_signed(&self, event: &Value, secret: &str) -> Delivery {
+        self.harness.deliver_with(&self.service.webhook(), json!({ "event": event, "secret": secret })).await
+    }
+
+    /// The same, asserting it was accepted.
+    pub async fn deliver_as(&self, event: &Value, secret: &str) -> Delivery {
+        let delivery = self.deliver_signed(event, secret).await;
         assert_eq!(delivery.status, 200, "the service refused {}: {:?}", event["event_type"], delivery.body);
         assert_eq!(delivery.body["status"], "accepted", "{delivery:?}");
         delivery
@@ -557,6 +790,21 @@ impl E2e {
             .expect("GET /readyz");
         let status = response.status().as_u16();
         (status, response.json().await.expect("readyz JSON"))
+    }
+}
+
+impl E2e {
+    /// `GET /metrics` (the Prometheus text).
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.service.url())).send().await.expect("GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
+    /// Rows in `table` (one of the service's tables, named by the test).
+    pub async fn count(&self, table: &'static str) -> i64 {
+        assert!(table.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "not a table name: {table}");
+        let sql = format!("SELECT count(*) FROM {table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.db).await.expect("count rows")
     }
 }
 
