@@ -78,24 +78,17 @@ impl Application {
         let verifier = Arc::new(verifier);
         let metrics = Arc::new(Metrics::new());
         let (worker, catch_up, import) = if settings.server.run_mode.runs_worker() {
-            let first = workspaces.all().first().ok_or_else(|| anyhow::anyhow!("no Seam credential configured"))?;
-            let (seam, key_status) = (first.client.clone(), first.key_status.clone());
+            anyhow::ensure!(!workspaces.all().is_empty(), "no Seam credential configured");
             let (worker_settings, store_pins) = (settings.worker.clone(), settings.store_pins);
             let worker = Worker::new(pool.clone(), workspaces.clone(), worker_settings, store_pins, metrics.clone());
+            // Catch-up and the import cover every workspace, each with its own
+            // credential, state and run lock.
             let import = settings.import.on_start.then(|| {
-                let import_settings = settings.import.clone();
-                Import::new(
-                    pool.clone(),
-                    seam.clone(),
-                    import_settings,
-                    store_pins,
-                    key_status.clone(),
-                    metrics.clone(),
-                )
+                Import::new(pool.clone(), workspaces.clone(), settings.import.clone(), store_pins, metrics.clone())
             });
             let catch_up_settings = settings.catch_up.clone();
             let catch_up =
-                CatchUp::new(pool.clone(), seam, catch_up_settings, store_pins, key_status.clone(), metrics.clone());
+                CatchUp::new(pool.clone(), workspaces.clone(), catch_up_settings, store_pins, metrics.clone());
             (Some(worker), Some(catch_up), import)
         } else {
             (None, None, None)
@@ -136,6 +129,14 @@ impl Application {
         supervisor.spawn(Task::Workspaces, move |stop| {
             workspaces.clone().resolve_until_known(std::time::Duration::from_secs(30), stop)
         });
+        // Catch-up and the import on start are one supervised task each, going through
+        // the workspaces in turn rather than one task per workspace: every workspace's
+        // Seam calls share one pace (`worker.max_requests_per_second`), so runs side by
+        // side in one process would not finish sooner; one at a time holds one extra
+        // database connection (the run lock's) rather than one per workspace; and a
+        // workspace resolved later needs no new task. A workspace's failure, or panic,
+        // ends its own run only. Runs of different workspaces still go side by side
+        // across replicas: each workspace has its own run lock.
         if let Some(import) = import {
             supervisor.spawn(Task::Import, move |stop| import.clone().run_on_start(stop));
         }

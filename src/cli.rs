@@ -1,5 +1,6 @@
 //! The command line: `serve` (default) and the operator commands.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use std::sync::Arc;
@@ -12,10 +13,9 @@ use crate::config::Settings;
 use crate::jobs::import::{Import, Progress, RunOutcome};
 use crate::seam::client::shortened_keeping_request_id;
 use crate::seam::event::CodeEndpoint;
-use crate::seam::workspaces::StartRefused;
-use crate::seam::{SeamClient, SeamKeyStatus};
+use crate::seam::workspaces::{StartRefusal, StartRefused, Workspaces};
 use crate::store;
-use crate::store::admin::{self, CatchUpRun};
+use crate::store::admin::{self, CatchUpRun, CatchUpState};
 use crate::store::import as import_progress;
 use crate::telemetry::metrics::Metrics;
 
@@ -45,14 +45,19 @@ pub enum Command {
         /// Codes queued per second.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
         rate: u32,
-        /// Run the import first (as `import` does), so codes the mirror never had are
-        /// in it too.
+        /// Run the import of every workspace first (as `import` does), so codes the
+        /// mirror never had are in it too.
         #[arg(long)]
         import: bool,
     },
-    /// Import every device's codes from Seam's lists into the mirror, printing
-    /// progress; resumes an import cut short. Needs SEAM_API_KEY.
-    Import,
+    /// Import every device's codes from Seam's lists into the mirror, workspace by
+    /// workspace, printing progress; resumes an import cut short. Needs SEAM_API_KEY
+    /// or [[workspaces]].
+    Import {
+        /// Only this workspace (its workspace id or its name).
+        #[arg(long, value_name = "WORKSPACE")]
+        workspace: Option<String>,
+    },
     /// List or redrive re-fetches that were given up on.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
@@ -63,7 +68,8 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Show the queue, dead letters and the last webhook seen.
+    /// Show the queue, dead letters, the last webhook seen, and each workspace's
+    /// catch-up and import.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -115,11 +121,11 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
         }
         Command::Status { json } => status(settings, json).await,
         Command::Reconcile { all: _, rate, import: false } => reconcile(settings, rate).await,
-        Command::Reconcile { all: _, rate, import: true } => match import(&settings).await {
+        Command::Reconcile { all: _, rate, import: true } => match import(&settings, None).await {
             Ok(()) => reconcile(settings, rate).await,
             Err(e) => Err(e),
         },
-        Command::Import => import(&settings).await,
+        Command::Import { workspace } => import(&settings, workspace.as_deref()).await,
         Command::Healthcheck { url } => healthcheck(settings, url).await,
     };
     match result {
@@ -189,13 +195,46 @@ async fn reconcile(settings: Settings, rate: u32) -> Outcome {
     Ok(())
 }
 
-/// Runs the import in the foreground, a line per device.
-async fn import(settings: &Settings) -> Outcome {
+/// How `status` and `import` name a workspace: its label and id.
+fn workspace_name(label: Option<&str>, key: &str) -> String {
+    match (label, key) {
+        (Some(label), "") => format!("{label} (workspace not known yet)"),
+        (None, "") => "(workspace not known yet)".to_owned(),
+        (Some(label), id) if label != id => format!("{label} ({id})"),
+        (_, id) => id.to_owned(),
+    }
+}
+
+/// Runs the import in the foreground, workspace by workspace (or the one asked
+/// for), a line per device. One workspace's failure leaves the others to run; the
+/// command fails if any did.
+async fn import(settings: &Settings, only: Option<&str>) -> Outcome {
     settings.check_seam_key()?;
     let pool = existing_database(settings).await?;
-    let seam = SeamClient::new(&settings.seam)?.paced(settings.worker.max_requests_per_second);
+    let entries = settings.workspace_entries()?;
+    let workspaces = Workspaces::new(&entries, &settings.seam, settings.worker.max_requests_per_second)?;
+    // Which workspace each credential reaches. A rejected credential fails its own
+    // workspace's import below; a credential of another workspace than configured,
+    // or two entries of one workspace, are bad settings.
+    let (refusals, _) = workspaces.resolve().await;
+    let refusals: Vec<StartRefusal> =
+        refusals.into_iter().filter(|r| !matches!(r, StartRefusal::Rejected { .. })).collect();
+    if !refusals.is_empty() {
+        return Err(StartRefused(refusals).into());
+    }
+    let selected: Vec<usize> = match only {
+        None => (0..workspaces.all().len()).collect(),
+        Some(wanted) => {
+            let found = workspaces
+                .all()
+                .iter()
+                .position(|w| w.id().as_deref() == Some(wanted) || w.label == wanted)
+                .ok_or_else(|| anyhow::anyhow!("no configured workspace has the id or name {wanted:?}"))?;
+            vec![found]
+        }
+    };
     let metrics = Arc::new(Metrics::new());
-    let import = Import::new(pool, seam, settings.import.clone(), settings.store_pins, SeamKeyStatus::default(), metrics)
+    let import = Import::new(pool, workspaces.clone(), settings.import.clone(), settings.store_pins, metrics)
         .with_progress(|progress| match progress {
             Progress::DevicesListed { devices, more } => {
                 println!("listed {devices} device(s) that take access codes{}", if *more { " so far" } else { "" })
@@ -210,35 +249,61 @@ async fn import(settings: &Settings) -> Outcome {
                 codes.skipped,
             ),
         });
-    match import.run_once().await? {
-        RunOutcome::Skipped => {
-            anyhow::bail!("another process is running the import; `seam-access-sync status` shows its progress")
+    let several = workspaces.all().len() > 1;
+    let mut failed = Vec::new();
+    for index in selected {
+        let workspace = &workspaces.all()[index];
+        let name = workspace_name(Some(&workspace.label), &workspace.id().unwrap_or_default());
+        if several {
+            println!("workspace {name}");
         }
-        RunOutcome::NotNeeded => println!("nothing to import"),
-        RunOutcome::Completed(report) => {
-            let c = &report.codes;
-            println!(
-                "import finished (run {}{}): {} device(s), {} code(s): {} created, {} changed, {} unchanged, {} stale, {} skipped; {} re-fetch(es) queued for codes Seam no longer lists; {} Seam call(s)",
-                report.run_id,
-                if report.resumed { ", resumed" } else { "" },
-                report.devices,
-                c.found(),
-                c.created,
-                c.changed,
-                c.unchanged,
-                c.stale,
-                c.skipped,
-                report.queued_unlisted + report.queued_device_unlisted,
-                report.calls,
+        if workspaces.scope(index).is_none() {
+            let why = workspace.key_status.rejection().map_or_else(
+                || "Seam did not say which workspace its credential reaches (try again)".to_owned(),
+                |rejection| format!("Seam rejected its credential: {rejection}"),
             );
-            if report.lists_refused > 0 {
-                println!(
-                    "{} device code list(s) refused by Seam were left out (the log says which)",
-                    report.lists_refused
+            eprintln!("seam-access-sync: the import of {name} did not run: {why}");
+            failed.push(name);
+            continue;
+        }
+        match import.run_workspace(index).await {
+            Err(e) => {
+                eprintln!("seam-access-sync: the import of {name} failed: {e:#}");
+                failed.push(name);
+            }
+            Ok(RunOutcome::Skipped) => {
+                eprintln!(
+                    "seam-access-sync: another process is running the import of {name}; `seam-access-sync status` shows its progress"
                 );
+                failed.push(name);
+            }
+            Ok(RunOutcome::NotNeeded) => println!("nothing to import"),
+            Ok(RunOutcome::Completed(report)) => {
+                let c = &report.codes;
+                println!(
+                    "import finished (run {}{}): {} device(s), {} code(s): {} created, {} changed, {} unchanged, {} stale, {} skipped; {} re-fetch(es) queued for codes Seam no longer lists; {} Seam call(s)",
+                    report.run_id,
+                    if report.resumed { ", resumed" } else { "" },
+                    report.devices,
+                    c.found(),
+                    c.created,
+                    c.changed,
+                    c.unchanged,
+                    c.stale,
+                    c.skipped,
+                    report.queued_unlisted + report.queued_device_unlisted,
+                    report.calls,
+                );
+                if report.lists_refused > 0 {
+                    println!(
+                        "{} device code list(s) refused by Seam were left out (the log says which)",
+                        report.lists_refused
+                    );
+                }
             }
         }
     }
+    anyhow::ensure!(failed.is_empty(), "the import did not finish for {}", failed.join(", "));
     Ok(())
 }
 
@@ -290,34 +355,83 @@ async fn redrive(settings: Settings, ids: Option<Vec<String>>) -> Outcome {
     Ok(())
 }
 
+/// One workspace's jobs, for `status`: its catch-up state and its newest import run.
+struct WorkspaceJobs {
+    key: String,
+    label: Option<String>,
+    catch_up: Option<CatchUpState>,
+    import: Option<import_progress::RunSummary>,
+}
+
+/// The workspaces that have catch-up state or import runs, by key.
+fn workspace_jobs(catch_ups: Vec<CatchUpState>, imports: Vec<import_progress::RunSummary>) -> Vec<WorkspaceJobs> {
+    fn of<'a>(jobs: &'a mut BTreeMap<String, WorkspaceJobs>, key: &str) -> &'a mut WorkspaceJobs {
+        let new = || WorkspaceJobs { key: key.to_owned(), label: None, catch_up: None, import: None };
+        jobs.entry(key.to_owned()).or_insert_with(new)
+    }
+    let mut jobs = BTreeMap::new();
+    for state in catch_ups {
+        let job = of(&mut jobs, &state.workspace_key);
+        job.label = job.label.take().or_else(|| state.workspace_label.clone());
+        job.catch_up = Some(state);
+    }
+    for run in imports {
+        let job = of(&mut jobs, &run.workspace_key);
+        job.label = job.label.take().or_else(|| run.workspace_label.clone());
+        job.import = Some(run);
+    }
+    jobs.into_values().collect()
+}
+
 async fn status(settings: Settings, json: bool) -> Outcome {
     let pool = existing_database(&settings).await?;
     let s = admin::queue_status(&pool).await?;
-    let import = import_progress::latest_run(&pool).await?;
+    let mut workspaces =
+        workspace_jobs(admin::catch_up_states(&pool).await?, import_progress::latest_runs(&pool).await?);
+    // The state kept for a workspace not known yet, when nothing ran under it and
+    // other workspaces have some, says nothing: left out.
+    let ran = |w: &WorkspaceJobs| w.import.is_some() || w.catch_up.as_ref().is_some_and(|c| c.last_run_at.is_some());
+    if workspaces.len() > 1 {
+        workspaces.retain(|w| !w.key.is_empty() || ran(w));
+    }
+    if workspaces.is_empty() {
+        workspaces.push(WorkspaceJobs { key: String::new(), label: None, catch_up: None, import: None });
+    }
     if json {
-        let import = import.as_ref().map(|r| {
-            serde_json::json!({
-                "run": r.id, "state": if r.finished_at.is_some() { "finished" } else { "unfinished" },
-                "started_at": r.started_at, "finished_at": r.finished_at, "devices_listed": r.devices_listed,
-                "devices_total": r.devices_total, "devices_done": r.devices_done,
-                "devices_skipped": r.devices_skipped, "codes_imported": r.codes_imported(),
-                "codes_created": r.codes_created, "codes_changed": r.codes_changed,
-                "codes_unchanged": r.codes_unchanged, "codes_stale": r.codes_stale,
-                "codes_skipped": r.codes_skipped, "codes_queued": r.codes_queued, "seam_calls": r.seam_calls,
-                "last_error": r.last_error,
+        let rows: Vec<serde_json::Value> = workspaces
+            .iter()
+            .map(|w| {
+                let catch_up = w.catch_up.as_ref().map(|c| {
+                    serde_json::json!({
+                        "high_water_mark": c.high_water_mark, "last_success_at": c.last_success_at,
+                        "last_run_at": c.last_run_at, "last_outcome": c.last_outcome,
+                        "last_events_found": c.last_events_found, "last_events_new": c.last_events_new,
+                        "last_error": c.last_error,
+                    })
+                });
+                let import = w.import.as_ref().map(|r| {
+                    serde_json::json!({
+                        "run": r.id, "state": if r.finished_at.is_some() { "finished" } else { "unfinished" },
+                        "started_at": r.started_at, "finished_at": r.finished_at, "devices_listed": r.devices_listed,
+                        "devices_total": r.devices_total, "devices_done": r.devices_done,
+                        "devices_skipped": r.devices_skipped, "codes_imported": r.codes_imported(),
+                        "codes_created": r.codes_created, "codes_changed": r.codes_changed,
+                        "codes_unchanged": r.codes_unchanged, "codes_stale": r.codes_stale,
+                        "codes_skipped": r.codes_skipped, "codes_queued": r.codes_queued, "seam_calls": r.seam_calls,
+                        "last_error": r.last_error,
+                    })
+                });
+                serde_json::json!({
+                    "workspace_id": (!w.key.is_empty()).then_some(&w.key), "label": w.label,
+                    "catch_up": catch_up, "import": import,
+                })
             })
-        });
+            .collect();
         let body = serde_json::json!({
             "pending": s.pending, "in_flight": s.in_flight, "due": s.due,
             "oldest_pending_age_seconds": s.oldest_pending_age_seconds, "dead_letters": s.dead_letters,
             "last_webhook_at": s.last_webhook_at, "mirrored_codes": s.mirrored_codes,
-            "catch_up": {
-                "high_water_mark": s.catch_up_high_water_mark, "last_success_at": s.catch_up_last_success_at,
-                "last_run_at": s.catch_up_last_run_at, "last_outcome": s.catch_up_last_outcome,
-                "last_events_found": s.catch_up_last_events_found, "last_events_new": s.catch_up_last_events_new,
-                "last_error": s.catch_up_last_error,
-            },
-            "import": import,
+            "workspaces": rows,
         });
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -331,58 +445,78 @@ async fn status(settings: Settings, json: bool) -> Outcome {
         None => println!("last webhook        never"),
     }
     println!("mirrored codes      {}", s.mirrored_codes);
-    match (s.catch_up_last_run_at, s.catch_up_last_outcome) {
+    // The single-key setup whose workspace is not known yet shows as before; every
+    // workspace known by id gets a heading.
+    let headings = workspaces.len() > 1 || workspaces.iter().any(|w| !w.key.is_empty());
+    for w in &workspaces {
+        if headings {
+            println!("workspace           {}", workspace_name(w.label.as_deref(), &w.key));
+        }
+        print_catch_up(w.catch_up.as_ref(), &seconds);
+        print_import(w.import.as_ref());
+    }
+    Ok(())
+}
+
+fn print_catch_up(state: Option<&CatchUpState>, seconds: &dyn Fn(Option<f64>) -> String) {
+    let Some(c) = state else {
+        println!("catch-up            never ran");
+        println!("caught up           never");
+        return;
+    };
+    match (c.last_run_at, c.last_outcome) {
         (Some(at), Some(outcome)) => println!(
             "catch-up            last run {} {outcome}{}: {} event(s) found, {} new; log read up to {} ({} ago)",
             at.to_rfc3339(),
             if outcome == CatchUpRun::Partial { " (page cap reached; the next run goes on)" } else { "" },
-            s.catch_up_last_events_found,
-            s.catch_up_last_events_new,
-            s.catch_up_high_water_mark.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
-            seconds(s.catch_up_mark_age_seconds),
+            c.last_events_found,
+            c.last_events_new,
+            c.high_water_mark.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+            seconds(c.mark_age_seconds),
         ),
         _ => println!("catch-up            never ran"),
     }
-    match s.catch_up_last_success_at {
-        Some(at) => {
-            println!("caught up           {} ({} ago)", at.to_rfc3339(), seconds(s.catch_up_success_age_seconds))
-        }
+    match c.last_success_at {
+        Some(at) => println!("caught up           {} ({} ago)", at.to_rfc3339(), seconds(c.success_age_seconds)),
         None => println!("caught up           never"),
     }
-    if let Some(error) = &s.catch_up_last_error {
+    if let Some(error) = &c.last_error {
         println!("catch-up error      {error}");
     }
-    match &import {
-        None => println!("import              never ran"),
-        Some(r) => {
-            let state = match r.finished_at {
-                Some(at) => format!("run {} finished {}", r.id, at.to_rfc3339()),
-                None => format!(
-                    "run {} unfinished (running, or cut short: it resumes), started {}",
-                    r.id,
-                    r.started_at.to_rfc3339()
-                ),
-            };
-            println!(
-                "import              {state}: {}/{} device(s) done{}, {} code(s) imported ({} created, {} changed, {} unchanged, {} stale, {} skipped), {} re-fetch(es) queued, {} Seam call(s)",
-                r.devices_done,
-                r.devices_total,
-                if r.devices_listed { "" } else { " (still listing devices)" },
-                r.codes_imported(),
-                r.codes_created,
-                r.codes_changed,
-                r.codes_unchanged,
-                r.codes_stale,
-                r.codes_skipped,
-                r.codes_queued,
-                r.seam_calls,
-            );
-            if let Some(error) = &r.last_error {
-                println!("import error        {error}");
-            }
+}
+
+fn print_import(run: Option<&import_progress::RunSummary>) {
+    let Some(r) = run else {
+        println!("import              never ran");
+        return;
+    };
+    let state = match r.finished_at {
+        Some(at) => format!("run {} finished {}", r.id, at.to_rfc3339()),
+        None => {
+            format!(
+                "run {} unfinished (running, or cut short: it resumes), started {}",
+                r.id,
+                r.started_at.to_rfc3339()
+            )
         }
+    };
+    println!(
+        "import              {state}: {}/{} device(s) done{}, {} code(s) imported ({} created, {} changed, {} unchanged, {} stale, {} skipped), {} re-fetch(es) queued, {} Seam call(s)",
+        r.devices_done,
+        r.devices_total,
+        if r.devices_listed { "" } else { " (still listing devices)" },
+        r.codes_imported(),
+        r.codes_created,
+        r.codes_changed,
+        r.codes_unchanged,
+        r.codes_stale,
+        r.codes_skipped,
+        r.codes_queued,
+        r.seam_calls,
+    );
+    if let Some(error) = &r.last_error {
+        println!("import error        {error}");
     }
-    Ok(())
 }
 
 async fn healthcheck(settings: Settings, url: Option<String>) -> Outcome {

@@ -9,6 +9,12 @@
 //! Progress lives in `import_runs` / `import_devices`: a run cut short (a crash, a
 //! shutdown, a failure) resumes where it stopped, without listing finished devices
 //! again. One replica at a time runs it (`store::run_lock`).
+//!
+//! Per workspace: each configured workspace's devices and codes are listed with its
+//! own credential, in runs of its own (`import_runs.workspace_key`: its workspace
+//! id, or '' for the single-key setup while its workspace is unknown) under its own
+//! run lock; the mirror questions (is it empty? which codes did no list return?) are
+//! asked of that workspace's codes only. A workspace whose id is not known yet waits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::supervisor;
 use crate::config::ImportSettings;
-use crate::seam::SeamKeyStatus;
-use crate::seam::client::{FetchedCode, Page, PageError, PageKind, SeamClient, SeamList};
+use crate::seam::client::{FetchedCode, Page, PageError, PageKind, SeamList};
 use crate::seam::event::{CodeEndpoint, EventRef};
+use crate::seam::workspaces::{JobScope, Workspace, Workspaces};
 use crate::store::import::{self as progress, CodeCounts, Run, RunDevice, StartupImport};
 use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed, Origin};
 use crate::store::run_lock::{self, RunLock};
@@ -66,10 +72,9 @@ type ProgressFn = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
 #[derive(Clone)]
 pub struct Import {
     pool: PgPool,
-    seam: SeamClient,
+    workspaces: Workspaces,
     settings: ImportSettings,
     store_pins: bool,
-    key_status: SeamKeyStatus,
     metrics: Arc<Metrics>,
     retry: Retry,
     progress: Option<ProgressFn>,
@@ -77,14 +82,15 @@ pub struct Import {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
-    /// Another replica holds the import lock.
+    /// Another replica holds this workspace's import lock.
     Skipped,
-    /// `run_if_needed`: no run to resume, and the mirror has codes or an import finished.
+    /// `run_workspace_if_needed`: no run to resume, and the workspace's mirror has codes or an
+    /// import of it finished.
     NotNeeded,
     Completed(Report),
 }
 
-/// What one `run_once` did (a resumed run: only what it did after resuming).
+/// What one `run_workspace` did (a resumed run: only what it did after resuming).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     pub run_id: i64,
@@ -103,16 +109,26 @@ pub struct Report {
     pub calls: u32,
 }
 
+/// The workspace a run imports, and where its state is kept.
+struct Target<'a> {
+    workspace: &'a Workspace,
+    scope: &'a JobScope,
+}
+
 impl Import {
     pub fn new(
         pool: PgPool,
-        seam: SeamClient,
+        workspaces: Workspaces,
         settings: ImportSettings,
         store_pins: bool,
-        key_status: SeamKeyStatus,
         metrics: Arc<Metrics>,
     ) -> Import {
-        Import { pool, seam, settings, store_pins, key_status, metrics, retry: Retry::default(), progress: None }
+        Import { pool, workspaces, settings, store_pins, metrics, retry: Retry::default(), progress: None }
+    }
+
+    /// The workspaces imported.
+    pub fn workspaces(&self) -> &Workspaces {
+        &self.workspaces
     }
 
     /// With another policy for list calls that fail for a while (tests fail fast).
@@ -127,42 +143,66 @@ impl Import {
         self
     }
 
-    /// Goes on with the unfinished run, or starts a new one, unless another replica
-    /// is running the import. A failure is recorded on the run (`last_error`) and the
-    /// next call resumes from there.
-    pub async fn run_once(&self) -> anyhow::Result<RunOutcome> {
-        self.run(false).await
+    /// For the `index`th workspace: goes on with its unfinished run, or starts a new
+    /// one, unless another replica is running its import. A failure is recorded on
+    /// the run (`last_error`) and the next call resumes from there. Fails when the
+    /// workspace's id is not known yet (and it is not the only one).
+    pub async fn run_workspace(&self, index: usize) -> anyhow::Result<RunOutcome> {
+        self.run(index, false).await
     }
 
-    /// As `run_once`, but only when a run was cut short, or when the mirror is empty
-    /// and no import has finished (asked holding the lock, so a replica that finished
-    /// an import a moment ago is not followed by a second one).
-    pub async fn run_if_needed(&self) -> anyhow::Result<RunOutcome> {
-        self.run(true).await
+    /// As `run_workspace`, but only when a run of the workspace was cut short, or
+    /// when its mirror holds none of its codes and no import of it has finished
+    /// (asked holding the lock, so a replica that finished an import a moment ago is
+    /// not followed by a second one).
+    pub async fn run_workspace_if_needed(&self, index: usize) -> anyhow::Result<RunOutcome> {
+        self.run(index, true).await
     }
 
-    async fn run(&self, only_if_needed: bool) -> anyhow::Result<RunOutcome> {
-        let Some(lock) = RunLock::try_acquire(&self.pool, run_lock::keys::IMPORT).await? else {
+    async fn run(&self, index: usize, only_if_needed: bool) -> anyhow::Result<RunOutcome> {
+        let workspace = self.workspaces.all().get(index).ok_or_else(|| anyhow::anyhow!("no workspace {index}"))?;
+        let scope = self
+            .workspaces
+            .scope(index)
+            .ok_or_else(|| anyhow::anyhow!("{}: Seam has not said which workspace it is yet", workspace.label))?;
+        let target = Target { workspace, scope: &scope };
+        let lock_key = run_lock::keys::of_workspace(run_lock::keys::IMPORT, &scope.key);
+        let Some(lock) = RunLock::try_acquire(&self.pool, lock_key).await? else {
             self.count_run(ImportRun::Skipped);
             return Ok(RunOutcome::Skipped);
         };
-        if only_if_needed {
-            match progress::startup_import(&self.pool).await {
-                Ok(StartupImport::None) => {
-                    lock.release().await;
-                    return Ok(RunOutcome::NotNeeded);
+        let label = &scope.label;
+        let prepared = async {
+            if scope.adopts_legacy && progress::adopt_legacy_runs(&self.pool, &scope.key).await? > 0 {
+                tracing::info!(workspace = %label, workspace_id = %scope.key, "import: this workspace takes over the import runs from before workspaces");
+            }
+            if !only_if_needed {
+                return Ok(None);
+            }
+            Ok::<_, sqlx::Error>(match progress::startup_import(&self.pool, &scope).await? {
+                StartupImport::None => Some(RunOutcome::NotNeeded),
+                StartupImport::Resume => {
+                    tracing::info!(workspace = %label, "import: resuming the run cut short");
+                    None
                 }
-                Ok(StartupImport::Resume) => tracing::info!("import: resuming the run cut short"),
-                Ok(StartupImport::Start) => {
-                    tracing::info!("import: the mirror is empty; importing every device's codes")
+                StartupImport::Start => {
+                    tracing::info!(workspace = %label, "import: the workspace's mirror is empty; importing every device's codes");
+                    None
                 }
-                Err(e) => {
-                    lock.release().await;
-                    return Err(e.into());
-                }
+            })
+        };
+        match prepared.await {
+            Ok(None) => {}
+            Ok(Some(outcome)) => {
+                lock.release().await;
+                return Ok(outcome);
+            }
+            Err(e) => {
+                lock.release().await;
+                return Err(e.into());
             }
         }
-        let result = self.run_locked().await;
+        let result = self.run_locked(&target).await;
         lock.release().await;
         match &result {
             Ok(_) => self.count_run(ImportRun::Completed),
@@ -171,35 +211,36 @@ impl Import {
         result.map(RunOutcome::Completed)
     }
 
-    async fn run_locked(&self) -> anyhow::Result<Report> {
-        let (mut run, resumed) = progress::current_or_new_run(&self.pool).await?;
+    async fn run_locked(&self, target: &Target<'_>) -> anyhow::Result<Report> {
+        let (mut run, resumed) = progress::current_or_new_run(&self.pool, target.scope).await?;
         let mut report = Report { run_id: run.id, resumed, ..Report::default() };
-        tracing::info!(run = run.id, resumed, "import: started");
-        let result = self.import(&mut run, &mut report).await;
+        tracing::info!(workspace = %target.scope.label, run = run.id, resumed, "import: started");
+        let result = self.import(target, &mut run, &mut report).await;
         if let Err(e) = &result {
             let _ = progress::record_failure(&self.pool, run.id, &format!("{e:#}")).await;
         }
         result.map(|()| report)
     }
 
-    async fn import(&self, run: &mut Run, report: &mut Report) -> anyhow::Result<()> {
+    async fn import(&self, target: &Target<'_>, run: &mut Run, report: &mut Report) -> anyhow::Result<()> {
         if !run.devices_listed {
-            self.list_devices(run, report).await?;
+            self.list_devices(target, run, report).await?;
         }
         let pending = progress::pending_devices(&self.pool, run.id).await?;
         let total = progress::device_counts(&self.pool, run.id).await?.0;
         let already_done = total - pending.len() as i64;
         for (done, device) in (already_done + 1..).zip(&pending) {
-            let (codes, queued) = self.import_device(run, device, report).await?;
+            let (codes, queued) = self.import_device(target, run, device, report).await?;
             report.devices += 1;
             self.watch(Progress::DeviceDone { device_id: &device.device_id, done, total, codes: &codes, queued });
         }
-        report.queued_device_unlisted = progress::finish_run(&self.pool, run).await?;
+        report.queued_device_unlisted = progress::finish_run(&self.pool, run, target.scope).await?;
         self.metrics
             .import_refetches
             .get_or_create(&KindLabel { kind: ImportRefetch::DeviceUnlisted })
             .inc_by(report.queued_device_unlisted as u64);
         tracing::info!(
+            workspace = %target.scope.label,
             run = run.id,
             devices = report.devices,
             created = report.codes.created,
@@ -216,13 +257,15 @@ impl Import {
 
     /// Reads `/devices/list` from where the run got to, recording each page with
     /// the cursor of the next.
-    async fn list_devices(&self, run: &mut Run, report: &mut Report) -> anyhow::Result<()> {
+    async fn list_devices(&self, target: &Target<'_>, run: &mut Run, report: &mut Report) -> anyhow::Result<()> {
         let mut cursor = run.device_cursor.clone();
         let mut restarted = false;
         let limit = self.settings.page_limit;
         loop {
             let asked = cursor.clone();
-            let page = self.call(SeamList::Devices, report, || self.seam.devices_page(asked.as_deref(), limit).boxed());
+            let seam = &target.workspace.client;
+            let page =
+                self.call(target, SeamList::Devices, report, || seam.devices_page(asked.as_deref(), limit).boxed());
             let page = match page.await {
                 // A stored cursor from a run cut short may have expired: list again
                 // from the start (devices recorded stay, done or not).
@@ -260,10 +303,16 @@ impl Import {
     /// device done.
     async fn import_device(
         &self,
+        target: &Target<'_>,
         run: &Run,
         device: &RunDevice,
         report: &mut Report,
     ) -> anyhow::Result<(CodeCounts, usize)> {
+        // A device listed without its workspace is the workspace's it was listed in.
+        let device = &RunDevice {
+            workspace_id: device.workspace_id.clone().or_else(|| target.scope.workspace_id.clone()),
+            ..device.clone()
+        };
         let device_id = device.device_id.as_str();
         let mut pages: Vec<(CodeEndpoint, DateTime<Utc>, Vec<FetchedCode>)> = Vec::new();
         let mut listed_from: Option<DateTime<Utc>> = None;
@@ -280,8 +329,8 @@ impl Import {
                 listed_from.get_or_insert(started_at);
                 let asked = cursor.clone();
                 let page = self
-                    .call(list, report, || {
-                        self.seam.access_codes_page(endpoint, device_id, asked.as_deref(), limit).boxed()
+                    .call(target, list, report, || {
+                        target.workspace.client.access_codes_page(endpoint, device_id, asked.as_deref(), limit).boxed()
                     })
                     .await;
                 match page {
@@ -383,6 +432,7 @@ impl Import {
     /// Every call is paced by the client's shared budget.
     async fn call<'a, T>(
         &self,
+        target: &Target<'_>,
         list: SeamList,
         report: &mut Report,
         mut ask: impl FnMut() -> BoxFuture<'a, Result<Page<T>, PageError>>,
@@ -404,11 +454,11 @@ impl Import {
             }
             match result {
                 Ok(page) => {
-                    self.key_status.accepted();
+                    target.workspace.key_status.accepted();
                     return Ok(page);
                 }
                 Err(PageError::KeyRejected { status, message }) => {
-                    self.key_status.rejected(format!("HTTP {status}: {message}"));
+                    target.workspace.key_status.rejected(format!("HTTP {status}: {message}"));
                     return Err(PageError::KeyRejected { status, message });
                 }
                 Err(PageError::Transient { reason, retry_after, .. }) if attempt < self.retry.attempts => {
@@ -446,11 +496,13 @@ impl Import {
         self.metrics.import_refetches.get_or_create(&KindLabel { kind: ImportRefetch::Unlisted }).inc_by(queued as u64);
     }
 
-    /// The import when the worker starts (`import.on_start`): resumes a run cut short,
-    /// or imports everything when the mirror is empty and no import has finished;
-    /// a failed run is resumed after a pause (5 s, doubling up to 10 min), and while
-    /// another replica runs it, this one checks again every minute. Then waits for
-    /// shutdown (the supervisor restarts a task that ends early).
+    /// The import when the worker starts (`import.on_start`), for each workspace:
+    /// resumes its run cut short, or imports everything when its mirror holds none of
+    /// its codes and no import of it has finished. A failed run is resumed after a
+    /// pause (5 s, doubling up to 10 min); while another replica runs a workspace's
+    /// import, or a workspace's id is not known yet, it is checked again every
+    /// minute. Workspaces done are not asked again. Then waits for shutdown (the
+    /// supervisor restarts a task that ends early).
     pub async fn run_on_start(self, shutdown: CancellationToken) {
         shutdown.run_until_cancelled(self.import_on_start()).await;
         shutdown.cancelled().await;
@@ -458,21 +510,42 @@ impl Import {
 
     async fn import_on_start(&self) {
         let mut pause = Duration::from_secs(5);
-        loop {
-            let wait = match supervisor::guard(Task::Import, &self.metrics, self.run_if_needed()).await {
-                Some(Ok(RunOutcome::Completed(_) | RunOutcome::NotNeeded)) => return,
-                Some(Ok(RunOutcome::Skipped)) => RECHECK,
-                Some(Err(e)) => {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        resume_in_s = pause.as_secs(),
-                        "import failed; it resumes where it stopped"
-                    );
-                    pause
+        let mut waiting: Vec<usize> = (0..self.workspaces.all().len()).collect();
+        while !waiting.is_empty() {
+            let mut failed = false;
+            let mut still = Vec::new();
+            for index in waiting {
+                let label = &self.workspaces.all()[index].label;
+                if self.workspaces.scope(index).is_none() {
+                    tracing::debug!(workspace = %label, "import: the workspace is not known yet; asking again later");
+                    still.push(index);
+                    continue;
                 }
-                None => pause,
-            };
-            if wait == pause {
+                match supervisor::guard(Task::Import, &self.metrics, self.run_workspace_if_needed(index)).await {
+                    Some(Ok(RunOutcome::Completed(_) | RunOutcome::NotNeeded)) => {}
+                    Some(Ok(RunOutcome::Skipped)) => still.push(index),
+                    Some(Err(e)) => {
+                        tracing::warn!(
+                            workspace = %label,
+                            error = format!("{e:#}"),
+                            resume_in_s = pause.as_secs(),
+                            "import failed; it resumes where it stopped"
+                        );
+                        failed = true;
+                        still.push(index);
+                    }
+                    None => {
+                        failed = true;
+                        still.push(index);
+                    }
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                return;
+            }
+            let wait = if failed { pause } else { RECHECK };
+            if failed {
                 pause = pause.saturating_mul(2).min(MAX_RESUME_DELAY);
             }
             tokio::time::sleep(wait).await;

@@ -57,6 +57,30 @@ pub struct ClaimFilter {
     pub without_workspace: bool,
 }
 
+/// A workspace's share of the per-workspace jobs (catch-up, the import): where its
+/// state is kept and which mirrored codes are its.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobScope {
+    /// The key of its rows in `catch_up_state` and `import_runs`: its workspace id,
+    /// or '' for the only configured workspace while its id is unknown (the
+    /// single-key setup, and the rows from before workspaces).
+    pub key: String,
+    /// Its workspace id, when known.
+    pub workspace_id: Option<String>,
+    /// The entry's label, stored beside the state for `status`.
+    pub label: String,
+    /// The only configured workspace: mirrored codes naming no workspace are its.
+    pub sole: bool,
+    /// The first entry, its id known: it takes over the '' rows (the state of the
+    /// jobs from before workspaces, which ran with the first credential).
+    pub adopts_legacy: bool,
+}
+
+impl JobScope {
+    /// The key rows of a workspace not known yet are kept under.
+    pub const UNKNOWN: &'static str = "";
+}
+
 /// Every code, whatever its workspace (tests and tools with one credential).
 pub static CLAIM_EVERYTHING: ClaimFilter =
     ClaimFilter { any: true, workspace_ids: Vec::new(), without_workspace: false };
@@ -170,6 +194,27 @@ impl Workspaces {
         } else {
             workspace.id().unwrap_or_else(|| workspace.label.clone())
         }
+    }
+
+    /// Where the `index`th workspace's catch-up and import keep their state, or
+    /// `None` while its id is unknown and it is not the only one (its jobs wait: so
+    /// do its codes).
+    pub fn scope(&self, index: usize) -> Option<JobScope> {
+        let workspace = self.0.get(index)?;
+        let sole = self.0.len() == 1;
+        let workspace_id = workspace.id();
+        let key = match (&workspace_id, sole) {
+            (Some(id), _) => id.clone(),
+            (None, true) => JobScope::UNKNOWN.to_owned(),
+            (None, false) => return None,
+        };
+        Some(JobScope {
+            key,
+            adopts_legacy: index == 0 && workspace_id.is_some(),
+            workspace_id,
+            label: workspace.label.clone(),
+            sole,
+        })
     }
 
     /// The workspace of the `index`th entry, if known (webhook secrets are scoped

@@ -33,16 +33,12 @@ pub struct QueueStatus {
     pub last_webhook_at: Option<DateTime<Utc>>,
     pub last_webhook_age_seconds: Option<f64>,
     pub mirrored_codes: i64,
-    pub catch_up_high_water_mark: Option<DateTime<Utc>>,
+    /// The workspace furthest behind: the age of the oldest catch-up mark (`None`:
+    /// no workspace has one yet).
     pub catch_up_mark_age_seconds: Option<f64>,
-    pub catch_up_last_success_at: Option<DateTime<Utc>>,
+    /// Since the oldest of the workspaces' last successful catch-up runs (`None`:
+    /// none has succeeded yet).
     pub catch_up_success_age_seconds: Option<f64>,
-    pub catch_up_last_run_at: Option<DateTime<Utc>>,
-    /// `completed`, `partial` (stopped at the page cap, progress saved) or `failed`.
-    pub catch_up_last_outcome: Option<CatchUpRun>,
-    pub catch_up_last_events_found: i32,
-    pub catch_up_last_events_new: i32,
-    pub catch_up_last_error: Option<String>,
 }
 
 pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
@@ -53,15 +49,8 @@ pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
             (SELECT max(received_at) FROM seam_events) AS last_webhook_at,
             EXTRACT(EPOCH FROM now() - (SELECT max(received_at) FROM seam_events))::float8 AS last_webhook_age_seconds,
             (SELECT count(*) FROM access_codes) AS "mirrored_codes!",
-            c.high_water_mark AS catch_up_high_water_mark,
-            EXTRACT(EPOCH FROM now() - c.high_water_mark)::float8 AS catch_up_mark_age_seconds,
-            c.last_success_at AS catch_up_last_success_at,
-            EXTRACT(EPOCH FROM now() - c.last_success_at)::float8 AS catch_up_success_age_seconds,
-            c.last_run_at AS catch_up_last_run_at,
-            c.last_outcome AS "catch_up_last_outcome: CatchUpRun",
-            c.last_events_found AS catch_up_last_events_found,
-            c.last_events_new AS catch_up_last_events_new,
-            c.last_error AS catch_up_last_error
+            EXTRACT(EPOCH FROM now() - c.oldest_mark)::float8 AS catch_up_mark_age_seconds,
+            EXTRACT(EPOCH FROM now() - c.oldest_success)::float8 AS catch_up_success_age_seconds
         FROM (
             SELECT
                 count(*) FILTER (WHERE dead_lettered_at IS NULL) AS "pending!",
@@ -72,10 +61,44 @@ pub async fn queue_status(pool: &PgPool) -> sqlx::Result<QueueStatus> {
                     AS oldest_pending_age_seconds,
                 count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) AS "dead_letters!"
             FROM access_code_refetches
-        ) q, catch_up_state c
+        ) q,
+        (SELECT min(high_water_mark) AS oldest_mark, min(last_success_at) AS oldest_success FROM catch_up_state) c
         "#,
     )
     .fetch_one(pool)
+    .await
+}
+
+/// One workspace's catch-up, for `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatchUpState {
+    /// The workspace's id ('' for the single-key setup while it is unknown).
+    pub workspace_key: String,
+    pub workspace_label: Option<String>,
+    pub high_water_mark: Option<DateTime<Utc>>,
+    pub mark_age_seconds: Option<f64>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub success_age_seconds: Option<f64>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// `completed`, `partial` (stopped at the page cap, progress saved) or `failed`.
+    pub last_outcome: Option<CatchUpRun>,
+    pub last_events_found: i32,
+    pub last_events_new: i32,
+    pub last_error: Option<String>,
+}
+
+/// Every workspace's catch-up state, by workspace key.
+pub async fn catch_up_states(pool: &PgPool) -> sqlx::Result<Vec<CatchUpState>> {
+    sqlx::query_as!(
+        CatchUpState,
+        r#"SELECT workspace_key, workspace_label, high_water_mark,
+                  EXTRACT(EPOCH FROM now() - high_water_mark)::float8 AS mark_age_seconds,
+                  last_success_at, EXTRACT(EPOCH FROM now() - last_success_at)::float8 AS success_age_seconds,
+                  last_run_at, last_outcome AS "last_outcome: CatchUpRun", last_events_found, last_events_new,
+                  last_error
+           FROM catch_up_state ORDER BY workspace_key"#,
+    )
+    .fetch_all(pool)
     .await
 }
 

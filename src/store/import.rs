@@ -1,11 +1,15 @@
 //! The import's progress (`import_runs`, `import_devices`) and its questions to the
 //! mirror: which codes no list returned, which codes sit on devices no longer listed.
 //! Every step commits with its progress, so a run cut short resumes where it stopped.
+//! Runs are per workspace (`workspace_key`, see `JobScope`); the mirror questions
+//! are asked of the workspace's codes (`access_codes.workspace_id`; every code for
+//! the single-key setup while its workspace is unknown).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use crate::seam::client::Device;
+use crate::seam::workspaces::JobScope;
 use crate::store::queue::{self, KnownCode, RefetchRequest};
 
 /// A run, as far as it got.
@@ -55,11 +59,16 @@ pub enum StartupImport {
     None,
 }
 
-pub async fn startup_import(pool: &PgPool) -> sqlx::Result<StartupImport> {
+/// What to do about the import of `scope`'s workspace on start.
+pub async fn startup_import(pool: &PgPool, scope: &JobScope) -> sqlx::Result<StartupImport> {
     let row = sqlx::query!(
-        r#"SELECT EXISTS (SELECT 1 FROM import_runs WHERE finished_at IS NULL) AS "unfinished!",
-                  EXISTS (SELECT 1 FROM import_runs WHERE finished_at IS NOT NULL) AS "finished!",
-                  EXISTS (SELECT 1 FROM access_codes) AS "mirrored!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM import_runs WHERE workspace_key = $1 AND finished_at IS NULL) AS "unfinished!",
+                  EXISTS (SELECT 1 FROM import_runs WHERE workspace_key = $1 AND finished_at IS NOT NULL) AS "finished!",
+                  EXISTS (SELECT 1 FROM access_codes
+                          WHERE $2::text IS NULL OR workspace_id = $2 OR ($3 AND workspace_id IS NULL)) AS "mirrored!""#,
+        scope.key,
+        scope.workspace_id,
+        scope.sole,
     )
     .fetch_one(pool)
     .await?;
@@ -72,12 +81,29 @@ pub async fn startup_import(pool: &PgPool) -> sqlx::Result<StartupImport> {
     })
 }
 
-/// The unfinished run, or a new one. Call it holding the import's run lock.
-pub async fn current_or_new_run(pool: &PgPool) -> sqlx::Result<(Run, bool)> {
+/// The first workspace, once its id is known, takes over the runs kept under ''
+/// (those from before workspaces, made with the first credential): the finished
+/// ones, and the unfinished one unless it has one of its own. Returns how many.
+pub async fn adopt_legacy_runs(pool: &PgPool, workspace_id: &str) -> sqlx::Result<u64> {
+    let adopted = sqlx::query!(
+        "UPDATE import_runs SET workspace_key = $1, updated_at = now()
+         WHERE workspace_key = '' AND (finished_at IS NOT NULL OR NOT EXISTS (
+             SELECT 1 FROM import_runs WHERE workspace_key = $1 AND finished_at IS NULL))",
+        workspace_id,
+    )
+    .execute(pool)
+    .await?;
+    Ok(adopted.rows_affected())
+}
+
+/// The workspace's unfinished run, or a new one. Call it holding the workspace's
+/// import run lock.
+pub async fn current_or_new_run(pool: &PgPool, scope: &JobScope) -> sqlx::Result<(Run, bool)> {
     let unfinished = sqlx::query_as!(
         Run,
         "SELECT id, started_at, device_cursor, devices_listed, devices_listing_started_at
-         FROM import_runs WHERE finished_at IS NULL",
+         FROM import_runs WHERE workspace_key = $1 AND finished_at IS NULL",
+        scope.key,
     )
     .fetch_optional(pool)
     .await?;
@@ -86,8 +112,10 @@ pub async fn current_or_new_run(pool: &PgPool) -> sqlx::Result<(Run, bool)> {
     }
     let run = sqlx::query_as!(
         Run,
-        "INSERT INTO import_runs DEFAULT VALUES
+        "INSERT INTO import_runs (workspace_key, workspace_label) VALUES ($1, $2)
          RETURNING id, started_at, device_cursor, devices_listed, devices_listing_started_at",
+        scope.key,
+        scope.label,
     )
     .fetch_one(pool)
     .await?;
@@ -247,19 +275,22 @@ pub async fn finish_device(
     Ok(())
 }
 
-/// Ends the run: queues a re-fetch of every mirrored, not deleted code whose device
-/// the run did not list (and that no fetch saw since the listing began), and marks
-/// the run finished. Returns how many were queued.
-pub async fn finish_run(pool: &PgPool, run: &Run) -> sqlx::Result<usize> {
+/// Ends the run: queues a re-fetch of every mirrored, not deleted code of the
+/// workspace whose device the run did not list (and that no fetch saw since the
+/// listing began), and marks the run finished. Returns how many were queued.
+pub async fn finish_run(pool: &PgPool, run: &Run, scope: &JobScope) -> sqlx::Result<usize> {
     let mut tx = pool.begin().await?;
     let codes = sqlx::query_as!(
         KnownCode,
         "SELECT a.access_code_id, a.is_managed, a.device_id, a.workspace_id, a.connected_account_id
          FROM access_codes a
          WHERE a.deleted_at IS NULL AND a.fetched_at < $2
+           AND ($3::text IS NULL OR a.workspace_id = $3 OR ($4 AND a.workspace_id IS NULL))
            AND NOT EXISTS (SELECT 1 FROM import_devices d WHERE d.run_id = $1 AND d.device_id = a.device_id)",
         run.id,
         run.devices_listing_started_at,
+        scope.workspace_id,
+        scope.sole,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -286,9 +317,12 @@ pub async fn record_failure(pool: &PgPool, run_id: i64, error: &str) -> sqlx::Re
     Ok(())
 }
 
-/// The newest run, for `status`.
+/// A workspace's newest run, for `status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
+    /// The workspace's id ('' for the single-key setup while it is unknown).
+    pub workspace_key: String,
+    pub workspace_label: Option<String>,
     pub id: i64,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -316,16 +350,17 @@ impl RunSummary {
     }
 }
 
-pub async fn latest_run(pool: &PgPool) -> sqlx::Result<Option<RunSummary>> {
+/// Each workspace's newest run, by workspace key.
+pub async fn latest_runs(pool: &PgPool) -> sqlx::Result<Vec<RunSummary>> {
     sqlx::query_as!(
         RunSummary,
-        r#"SELECT r.id, r.started_at, r.finished_at, r.devices_listed,
+        r#"SELECT DISTINCT ON (r.workspace_key) r.workspace_key, r.workspace_label, r.id, r.started_at, r.finished_at, r.devices_listed,
                   (SELECT count(*) FROM import_devices d WHERE d.run_id = r.id) AS "devices_total!",
                   (SELECT count(*) FROM import_devices d WHERE d.run_id = r.id AND d.done_at IS NOT NULL) AS "devices_done!",
                   r.devices_skipped, r.codes_created, r.codes_changed, r.codes_unchanged, r.codes_stale,
                   r.codes_skipped, r.codes_queued, r.seam_calls, r.last_error
-           FROM import_runs r ORDER BY r.id DESC LIMIT 1"#,
+           FROM import_runs r ORDER BY r.workspace_key, r.id DESC"#,
     )
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await
 }

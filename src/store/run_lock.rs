@@ -1,6 +1,7 @@
-//! The right to run a job (catch-up, the import), held by one replica at a time: a
-//! session-level advisory lock on a connection of its own, opened for the run and
-//! closed after.
+//! The right to run a job (catch-up, the import) for one workspace, held by one
+//! replica at a time: a session-level advisory lock on a connection of its own,
+//! opened for the run and closed after. Each workspace has its own lock
+//! (`keys::of_workspace`), so different workspaces' runs go side by side.
 //!
 //! A dedicated connection rather than a pooled one, and rather than a transaction-level
 //! lock (`pg_try_advisory_xact_lock`) in an open transaction, because a run holds the
@@ -22,12 +23,30 @@
 
 use sqlx::{Connection, PgConnection, PgPool};
 
-/// The advisory lock keys, one per job: two jobs never share one.
+/// The advisory lock keys, one per job and workspace: two jobs never share one.
 pub mod keys {
     /// Catch-up from Seam's event log.
     pub const CATCH_UP: i64 = 0x5ea3_ca7c;
     /// The import of every device's codes.
     pub const IMPORT: i64 = 0x5ea3_1a9b;
+
+    /// The lock of `job` (`CATCH_UP`, `IMPORT`) for the workspace whose state is
+    /// keyed `workspace_key`: the job's own key for '' (the single-key setup: the
+    /// key it had before workspaces, so replicas of both versions exclude each other
+    /// during an upgrade), else a 64-bit FNV-1a hash of the job and the key (stable
+    /// across builds and replicas; two workspaces sharing one is as likely as a
+    /// 64-bit collision, and would only make them take turns).
+    pub fn of_workspace(job: i64, workspace_key: &str) -> i64 {
+        if workspace_key.is_empty() {
+            return job;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in job.to_be_bytes().iter().chain(workspace_key.as_bytes()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash as i64
+    }
 }
 
 pub struct RunLock {
@@ -56,5 +75,27 @@ impl RunLock {
     pub async fn release(mut self) {
         let _ = sqlx::query!("SELECT pg_advisory_unlock($1)", self.key).fetch_one(&mut self.conn).await;
         let _ = self.conn.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys::{CATCH_UP, IMPORT, of_workspace};
+
+    #[test]
+    fn each_job_and_workspace_has_its_own_lock_and_the_single_key_setup_keeps_the_old_one() {
+        assert_eq!(of_workspace(CATCH_UP, ""), CATCH_UP);
+        assert_eq!(of_workspace(IMPORT, ""), IMPORT);
+        let keys = [
+            of_workspace(CATCH_UP, "ws_a"),
+            of_workspace(CATCH_UP, "ws_b"),
+            of_workspace(IMPORT, "ws_a"),
+            of_workspace(IMPORT, "ws_b"),
+            CATCH_UP,
+            IMPORT,
+        ];
+        let unique: std::collections::HashSet<i64> = keys.iter().copied().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        assert_eq!(of_workspace(CATCH_UP, "ws_a"), of_workspace(CATCH_UP, "ws_a"), "stable");
     }
 }

@@ -16,6 +16,10 @@
 //!   [`SeamHandle::set_devices`] and the codes set with [`SeamHandle::set_code`] (a
 //!   code's `device_id` places it, `"is_managed": false` makes it unmanaged), in the
 //!   documented shapes; [`SeamHandle::fail_lists_after`] makes them fail after N calls.
+//! - Workspaces: [`SeamHandle::set_workspace`] ties a credential to a workspace;
+//!   requests with it then list (events, devices, codes) only the items of that
+//!   workspace (`workspace_id`; items naming none are listed to every credential),
+//!   as Seam lists a workspace's own. Credentials without one see everything.
 //! - [`Mode`]s for every request: HTTP errors, slow answers; and [`StandIn::go_down`]
 //!   / [`StandIn::come_up`] (connections refused, then the same port again).
 //! - [`SeamHandle::send_request_id`]: every answer names its request in a
@@ -247,7 +251,8 @@ impl SeamHandle {
     }
 
     /// `/workspaces/get` with `credential` answers `workspace_id` (unknown
-    /// credentials get Seam's 404, as if the route were missing).
+    /// credentials get Seam's 404, as if the route were missing), and its lists hold
+    /// only that workspace's items.
     pub fn set_workspace(&self, credential: &str, workspace_id: &str) {
         self.0.workspaces.lock().unwrap().insert(credential.to_owned(), workspace_id.to_owned());
     }
@@ -356,6 +361,21 @@ async fn check_credential(
     next.run(request).await
 }
 
+/// The bearer credential of a request.
+fn bearer(headers: &axum::http::HeaderMap) -> &str {
+    headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("")
+}
+
+/// Whether a request with these headers lists `item`: a credential tied to a
+/// workspace sees that workspace's items (and those naming none); others see all.
+fn listed_to(shared: &Shared, headers: &axum::http::HeaderMap) -> impl Fn(&Value) -> bool + use<> {
+    let workspace = shared.workspaces.lock().unwrap().get(bearer(headers)).cloned();
+    move |item: &Value| match (&workspace, item["workspace_id"].as_str()) {
+        (Some(workspace), Some(of_item)) => workspace == of_item,
+        _ => true,
+    }
+}
+
 /// `GET /workspaces/get`: the workspace set for the credential, or Seam's 404.
 async fn get_workspace(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
     *shared.per_path.lock().unwrap().entry("/workspaces/get".to_owned()).or_default() += 1;
@@ -436,7 +456,7 @@ fn code_answer(shared: &Shared, id: &str, unmanaged: bool) -> Answer {
     }
 }
 
-async fn list_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn list_events(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     *shared.per_path.lock().unwrap().entry("/events/list".to_owned()).or_default() += 1;
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.event_log_requests.lock().unwrap().push(request.clone());
@@ -452,6 +472,7 @@ async fn list_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
     let limit = request["limit"].as_u64().unwrap_or(500) as usize;
     // `event_types`, when given, keeps those types only (an empty list filters nothing).
     let types: Vec<&str> = request["event_types"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let listed = listed_to(&shared, &headers);
     let mut events: Vec<Value> = shared
         .events
         .lock()
@@ -462,6 +483,7 @@ async fn list_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         })
         .map(|(_, e)| e)
         .filter(|e| types.is_empty() || e["event_type"].as_str().is_some_and(|t| types.contains(&t)))
+        .filter(|e| listed(e))
         .cloned()
         .collect();
     events.sort_by_key(|e| std::cmp::Reverse(e["created_at"].as_str().unwrap_or_default().to_owned()));
@@ -482,7 +504,12 @@ fn default_limit(path: &str) -> usize {
 /// `POST /devices/list`, `/access_codes/list`, `/access_codes/unmanaged/list`:
 /// the items in id order, from after the cursor (the last id of the page before),
 /// at most `limit` (or the page size set) of them.
-async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+async fn list_items(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
     *shared.per_path.lock().unwrap().entry(path.clone()).or_default() += 1;
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -526,6 +553,8 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) ->
             .collect();
         ("access_codes", "access_code_id", codes)
     };
+    let listed = listed_to(&shared, &headers);
+    items.retain(|item| listed(item));
     let id = |item: &Value| item[id_field].as_str().unwrap_or_default().to_owned();
     items.sort_by_key(id);
     if let Some(after) = request["page_cursor"].as_str().and_then(|c| c.strip_prefix("after:")) {

@@ -146,7 +146,7 @@ async fn the_stand_in_and_the_fixtures_answer_as_seams_document_says(pool: PgPoo
     ));
     seam.reset_counts();
     let (catch_up, _) = catch_up(&pool, &seam.url(), "");
-    catch_up.run_once().await.unwrap();
+    catch_up.run_workspace(0).await.unwrap();
     let requests = seam.event_log_requests();
     assert!(!requests.is_empty(), "the catch-up asked for the event log");
     for body in requests {

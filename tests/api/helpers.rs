@@ -162,32 +162,52 @@ pub fn worker(pool: &PgPool, seam_url: &str, extra: &str) -> (Worker, SeamKeySta
     (Worker::new(pool.clone(), workspaces, settings.worker.clone(), settings.store_pins, metrics), status)
 }
 
-/// Catch-up pointed at `seam_url`, for tests to run once at a time.
-pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKeyStatus) {
-    let settings = settings(seam_url, extra);
+/// The single-key setup pointed at `seam_url` (its workspace not known: the
+/// stand-in answers 404 on `/workspaces/get` unless told), and its key status.
+fn single_workspace(settings: &Settings) -> (Workspaces, SeamKeyStatus) {
     let status = SeamKeyStatus::default();
     let seam = SeamClient::new(&settings.seam).unwrap().paced(settings.worker.max_requests_per_second);
-    let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
-    let catch_up =
-        CatchUp::new(pool.clone(), seam, settings.catch_up.clone(), settings.store_pins, status.clone(), metrics);
-    (catch_up, status)
+    (Workspaces::single(seam, status.clone()), status)
 }
 
-/// The import pointed at `seam_url`, for tests to run once at a time: a list call
-/// that fails is not tried again (the run fails at once), and its metrics.
+/// Catch-up of the single-key setup pointed at `seam_url`, for tests to run once at
+/// a time (`run_workspace(0)`).
+pub fn catch_up(pool: &PgPool, seam_url: &str, extra: &str) -> (CatchUp, SeamKeyStatus) {
+    let settings = settings(seam_url, extra);
+    let (workspaces, status) = single_workspace(&settings);
+    (catch_up_of(pool, &settings, workspaces), status)
+}
+
+/// Catch-up of `workspaces`.
+pub fn catch_up_of(pool: &PgPool, settings: &Settings, workspaces: Workspaces) -> CatchUp {
+    let metrics = std::sync::Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
+    CatchUp::new(pool.clone(), workspaces, settings.catch_up.clone(), settings.store_pins, metrics)
+}
+
+/// The import of the single-key setup pointed at `seam_url`, for tests to run once
+/// at a time (`run_workspace(0)`): a list call that fails is not tried again (the
+/// run fails at once), and its metrics.
 pub fn import_job(
     pool: &PgPool,
     seam_url: &str,
     extra: &str,
 ) -> (Import, SeamKeyStatus, Arc<seam_access_sync::telemetry::metrics::Metrics>) {
     let settings = settings(seam_url, extra);
-    let status = SeamKeyStatus::default();
-    let seam = SeamClient::new(&settings.seam).unwrap().paced(settings.worker.max_requests_per_second);
-    let metrics = Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
-    let import =
-        Import::new(pool.clone(), seam, settings.import.clone(), settings.store_pins, status.clone(), metrics.clone())
-            .with_retry(Retry { attempts: 1, ..Retry::default() });
+    let (workspaces, status) = single_workspace(&settings);
+    let (import, metrics) = import_of(pool, &settings, workspaces);
     (import, status, metrics)
+}
+
+/// The import of `workspaces`, failing fast like `import_job`'s.
+pub fn import_of(
+    pool: &PgPool,
+    settings: &Settings,
+    workspaces: Workspaces,
+) -> (Import, Arc<seam_access_sync::telemetry::metrics::Metrics>) {
+    let metrics = Arc::new(seam_access_sync::telemetry::metrics::Metrics::new());
+    let import = Import::new(pool.clone(), workspaces, settings.import.clone(), settings.store_pins, metrics.clone())
+        .with_retry(Retry { attempts: 1, ..Retry::default() });
+    (import, metrics)
 }
 
 /// Makes every pending re-fetch due now (stands in for waiting out a backoff).

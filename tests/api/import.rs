@@ -79,7 +79,7 @@ async fn an_import_pages_through_devices_and_codes_into_the_mirror(pool: PgPool)
     let seam = seam_with(5, 3, 1).await;
     seam.set_page_size(Some(2));
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
 
     assert_eq!(report.codes, CodeCounts { created: 20, ..CodeCounts::default() });
     assert_eq!((report.devices, report.resumed), (5, false));
@@ -126,7 +126,7 @@ async fn devices_that_take_no_access_codes_are_skipped(pool: PgPool) {
     seam.set_devices(devices);
     seam.set_code("ac_t", code("ac_t", "thermostat_1", true));
     let (import, _, metrics) = import_job(&pool, &seam.url(), "");
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     assert_eq!((report.devices, report.codes.created), (2, 2));
     assert_eq!(code_list_devices(&seam), ["device_00", "device_00", "device_01", "device_01"]);
     assert_eq!(count(&pool, "import_devices").await, 2);
@@ -152,7 +152,7 @@ async fn a_crash_mid_import_resumes_without_listing_finished_devices_again(pool:
     // its unmanaged list fails.
     seam.fail_lists_after(3 + 2 * 2 + 1, 503);
     let (import, _, metrics) = import_job(&pool, &seam.url(), "");
-    let error = import.run_once().await.unwrap_err();
+    let error = import.run_workspace(0).await.unwrap_err();
     assert!(format!("{error:#}").contains("/access_codes/unmanaged/list for device device_02"), "{error:#}");
     assert_eq!(count(&pool, "access_codes").await, 4, "the two devices done, nothing of the third");
     let (last_error, done): (Option<String>, i64) = sqlx::query_as(
@@ -167,7 +167,7 @@ async fn a_crash_mid_import_resumes_without_listing_finished_devices_again(pool:
 
     seam.lists_recover();
     seam.reset_counts();
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     assert!(report.resumed);
     assert_eq!(seam.calls_to("/devices/list"), 0, "every device page was recorded");
     assert_eq!(
@@ -188,14 +188,14 @@ async fn the_device_pager_resumes_from_its_stored_cursor(pool: PgPool) {
     seam.set_page_size(Some(2));
     seam.fail_lists_after(1, 500);
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    import.run_once().await.unwrap_err();
+    import.run_workspace(0).await.unwrap_err();
     let cursor: Option<String> =
         sqlx::query_scalar("SELECT device_cursor FROM import_runs").fetch_one(&pool).await.unwrap();
     assert_eq!(cursor.as_deref(), Some("after:device_01"));
 
     seam.lists_recover();
     seam.reset_counts();
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     let device_pages: Vec<Value> = seam
         .list_requests()
         .into_iter()
@@ -211,7 +211,7 @@ async fn the_device_pager_resumes_from_its_stored_cursor(pool: PgPool) {
 async fn a_second_import_changes_nothing_and_writes_no_history(pool: PgPool) {
     let seam = seam_with(3, 2, 1).await;
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let first = completed(import.run_once().await.unwrap());
+    let first = completed(import.run_workspace(0).await.unwrap());
     assert_eq!(first.codes.created, 9);
     let mirror = |pool: PgPool| async move {
         type Row = (String, Option<String>, bool, Value, Option<String>);
@@ -224,7 +224,7 @@ async fn a_second_import_changes_nothing_and_writes_no_history(pool: PgPool) {
         rows
     };
     let before = mirror(pool.clone()).await;
-    let second = completed(import.run_once().await.unwrap());
+    let second = completed(import.run_workspace(0).await.unwrap());
     assert_eq!(second.codes, CodeCounts { unchanged: 9, ..CodeCounts::default() });
     assert!(!second.resumed, "a new run");
     assert_eq!(mirror(pool.clone()).await, before);
@@ -252,7 +252,7 @@ async fn codes_the_lists_no_longer_return_are_refetched_and_a_missed_deletion_co
         sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await.unwrap();
     }
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     assert_eq!((report.queued_unlisted, report.queued_device_unlisted), (1, 1));
     let queued: Vec<(String, Option<String>, Option<String>)> =
         sqlx::query_as("SELECT access_code_id, device_id, connected_account_id FROM access_code_refetches ORDER BY 1")
@@ -291,7 +291,7 @@ async fn a_code_list_seam_refuses_for_a_device_is_left_out_and_nothing_is_conclu
         .unwrap();
     }
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     assert_eq!((report.devices, report.lists_refused, report.codes.created), (2, 1, 2 + 3));
     let queued: Vec<String> =
         sqlx::query_scalar("SELECT access_code_id FROM access_code_refetches").fetch_all(&pool).await.unwrap();
@@ -312,7 +312,7 @@ async fn a_listed_code_older_than_the_mirror_never_overwrites_a_newer_fetch(pool
     .await
     .unwrap();
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     assert_eq!(report.codes, CodeCounts { stale: 1, ..CodeCounts::default() });
     let status: String = sqlx::query_scalar("SELECT status FROM access_codes").fetch_one(&pool).await.unwrap();
     assert_eq!(status, "set");
@@ -327,7 +327,7 @@ async fn an_unreadable_listed_code_is_skipped_and_counted_without_its_pin(pool: 
     bad["code"] = json!(61829374);
     seam.set_code("ac_bad", bad);
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     assert_eq!(report.codes, CodeCounts { created: 2, skipped: 1, ..CodeCounts::default() });
     assert!(!captured_logs().contains("61829374"), "the PIN was logged");
     assert!(captured_logs().contains("ac_bad"), "the skipped code is named");
@@ -338,14 +338,14 @@ async fn a_rejected_key_fails_the_import_and_shows(pool: PgPool) {
     let seam = seam_with(1, 1, 0).await;
     seam.set_mode(Mode::Status(401));
     let (import, key_status, _) = import_job(&pool, &seam.url(), "");
-    let error = import.run_once().await.unwrap_err();
+    let error = import.run_workspace(0).await.unwrap_err();
     assert!(error.to_string().contains("API key"), "{error}");
     assert!(key_status.rejection().is_some());
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM import_runs").fetch_one(&pool).await.unwrap();
     assert!(last_error.unwrap().contains("401"));
     seam.set_mode(Mode::Normal);
-    completed(import.run_once().await.unwrap());
+    completed(import.run_workspace(0).await.unwrap());
     assert!(key_status.rejection().is_none(), "accepted again");
 }
 
@@ -355,7 +355,7 @@ async fn two_imports_at_once_run_one(pool: PgPool) {
     seam.set_mode(Mode::Slow(Duration::from_millis(300)));
     let (a, _, _) = import_job(&pool, &seam.url(), "");
     let (b, _, _) = import_job(&pool, &seam.url(), "");
-    let (a, b) = tokio::join!(a.run_once(), b.run_once());
+    let (a, b) = tokio::join!(a.run_workspace(0), b.run_workspace(0));
     let outcomes = [a.unwrap(), b.unwrap()];
     assert_eq!(outcomes.iter().filter(|o| matches!(o, RunOutcome::Skipped)).count(), 1, "{outcomes:?}");
     assert_eq!(seam.calls_to("/devices/list"), 1);
@@ -368,7 +368,7 @@ async fn the_import_keeps_to_the_shared_pace(pool: PgPool) {
     let seam = seam_with(10, 1, 0).await;
     let (import, _, _) = import_job(&pool, &seam.url(), "[worker]\nmax_requests_per_second = 5");
     let started = Instant::now();
-    let run = tokio::spawn(async move { import.run_once().await });
+    let run = tokio::spawn(async move { import.run_workspace(0).await });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let calls = seam.calls_to("/devices/list")
         + seam.calls_to("/access_codes/list")
@@ -387,7 +387,7 @@ async fn measure(pool: &PgPool, devices: usize, codes_per_device: usize) -> (u64
     let seam = seam_with(devices, codes_per_device, 0).await;
     let (import, _, _) = import_job(pool, &seam.url(), "");
     let started = Instant::now();
-    let report = completed(import.run_once().await.unwrap());
+    let report = completed(import.run_workspace(0).await.unwrap());
     let elapsed = started.elapsed();
     assert_eq!(report.codes.created as usize, devices * codes_per_device);
     let calls = seam.calls_to("/devices/list")
@@ -506,9 +506,12 @@ async fn the_cli_imports_in_the_foreground_and_status_shows_it(pool: PgPool) {
         "{printed}"
     );
     let json: Value = serde_json::from_slice(&cli(&pool, &seam, &["status", "--json"]).stdout).unwrap();
-    assert_eq!(json["import"]["state"], "finished");
+    assert_eq!(json["workspaces"][0]["import"]["state"], "finished");
     assert_eq!(
-        (json["import"]["devices_done"].as_i64(), json["import"]["codes_imported"].as_i64()),
+        (
+            json["workspaces"][0]["import"]["devices_done"].as_i64(),
+            json["workspaces"][0]["import"]["codes_imported"].as_i64()
+        ),
         (Some(2), Some(6))
     );
 

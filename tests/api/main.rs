@@ -17,3 +17,4 @@ mod touching;
 mod webhook;
 mod worker;
 mod workspaces;
+mod workspaces_jobs;

@@ -322,7 +322,7 @@ async fn reconcile_all_queues_every_code_that_still_exists(pool: PgPool) {
     assert_eq!(queued, vec![("ac_1".into(), "managed".into()), ("ac_u".into(), "unmanaged".into())]);
     assert_eq!(cli(&pool, &["reconcile"]).status.code(), Some(2), "--all is required");
     let status: Value = serde_json::from_str(&stdout(&cli(&pool, &["status", "--json"]))).unwrap();
-    assert!(status["catch_up"]["last_success_at"].is_null(), "{status}");
+    assert!(status["workspaces"][0]["catch_up"]["last_success_at"].is_null(), "{status}");
 }
 
 #[sqlx::test]
@@ -340,6 +340,6 @@ async fn status_says_when_catch_up_stopped_at_its_page_cap(pool: PgPool) {
     assert!(text.contains("partial (page cap reached; the next run goes on)"), "{text}");
     assert!(text.contains("40000 event(s) found, 39000 new") && text.contains("caught up           never"), "{text}");
     let status: Value = serde_json::from_str(&stdout(&cli(&pool, &["status", "--json"]))).unwrap();
-    assert_eq!(status["catch_up"]["last_outcome"], "partial", "{status}");
-    assert!(status["catch_up"]["last_success_at"].is_null(), "{status}");
+    assert_eq!(status["workspaces"][0]["catch_up"]["last_outcome"], "partial", "{status}");
+    assert!(status["workspaces"][0]["catch_up"]["last_success_at"].is_null(), "{status}");
 }

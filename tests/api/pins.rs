@@ -446,7 +446,7 @@ async fn catch_up_splits_an_events_page_over_the_limit_and_gives_up_clearly_on_o
         .mount(&seam)
         .await;
     let (splitting, _) = catch_up(&pool, &seam.uri(), extra);
-    let outcome = splitting.run_once().await.unwrap();
+    let outcome = splitting.run_workspace(0).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { found: 10, new: 10, .. }), "{outcome:?}");
     assert_eq!(count(&pool, "seam_events").await, 10);
 
@@ -459,7 +459,7 @@ async fn catch_up_splits_an_events_page_over_the_limit_and_gives_up_clearly_on_o
         .mount(&seam)
         .await;
     let (giving_up, _) = catch_up(&pool, &seam.uri(), extra);
-    let error = giving_up.run_once().await.unwrap_err();
+    let error = giving_up.run_workspace(0).await.unwrap_err();
     assert!(format!("{error:#}").contains("too large"), "{error:#}");
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM catch_up_state").fetch_one(&pool).await.unwrap();
@@ -474,6 +474,6 @@ async fn catch_up_splits_an_events_page_over_the_limit_and_gives_up_clearly_on_o
         .mount(&seam)
         .await;
     let (failing, _) = catch_up(&pool, &seam.uri(), extra);
-    let error = failing.run_once().await.unwrap_err();
+    let error = failing.run_workspace(0).await.unwrap_err();
     assert!(format!("{error:#}").contains("HTTP 500"), "{error:#}");
 }

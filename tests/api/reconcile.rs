@@ -47,7 +47,7 @@ async fn catch_up_finds_events_no_webhook_delivered_and_the_mirror_follows(pool:
     .await;
     let (catch_up, _) = catch_up(&pool, &seam.url(), "");
 
-    let first = catch_up.run_once().await.unwrap();
+    let first = catch_up.run_workspace(0).await.unwrap();
     let RunOutcome::Completed { found, new, high_water_mark } = first else { panic!("{first:?}") };
     assert_eq!((found, new), (4, 4), "the device event acts too; the lock event was not asked for");
     assert!(high_water_mark.unwrap() >= now, "the log is read up to the run's start");
@@ -64,7 +64,7 @@ async fn catch_up_finds_events_no_webhook_delivered_and_the_mirror_follows(pool:
     assert_eq!(statuses, vec![("ac_1".into(), "set".into()), ("ac_2".into(), "set".into())]);
 
     // The next run sees the same events again (overlap) but nothing new.
-    assert!(matches!(catch_up.run_once().await.unwrap(), RunOutcome::Completed { new: 0, .. }));
+    assert!(matches!(catch_up.run_workspace(0).await.unwrap(), RunOutcome::Completed { new: 0, .. }));
     assert_eq!(count(&pool, "access_code_refetches").await, 0);
 }
 
@@ -78,11 +78,11 @@ async fn the_first_run_looks_back_a_day_and_later_runs_start_at_the_mark(pool: P
     ])
     .await;
     let (catch_up, _) = catch_up(&pool, &seam.url(), "[catch_up]\noverlap_seconds = 300");
-    let RunOutcome::Completed { high_water_mark: Some(mark), .. } = catch_up.run_once().await.unwrap() else {
+    let RunOutcome::Completed { high_water_mark: Some(mark), .. } = catch_up.run_workspace(0).await.unwrap() else {
         panic!("the first run completes")
     };
     assert!(mark > newest);
-    catch_up.run_once().await.unwrap();
+    catch_up.run_workspace(0).await.unwrap();
     let calls = seam.event_log_requests();
     assert_eq!(calls.len(), 2, "one window each: {calls:?}");
     let since = |i: usize| calls[i]["between"][0].as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
@@ -100,7 +100,7 @@ async fn an_event_delivered_by_webhook_and_by_catch_up_is_processed_once(pool: P
     let seam = seam_with_log(vec![event.clone()]).await;
     assert!(app.deliver("msg_1", &event.to_string()).await.status().is_success());
     let (catch_up, _) = catch_up(&pool, &seam.url(), "");
-    assert!(matches!(catch_up.run_once().await.unwrap(), RunOutcome::Completed { found: 1, new: 0, .. }));
+    assert!(matches!(catch_up.run_workspace(0).await.unwrap(), RunOutcome::Completed { found: 1, new: 0, .. }));
     let (worker, _) = worker(&pool, &seam.url(), "");
     worker.drain().await.unwrap();
     assert_eq!(count(&pool, "seam_events").await, 1);
@@ -116,7 +116,7 @@ async fn a_full_page_is_split_until_every_event_is_found(pool: PgPool) {
         .collect();
     let seam = seam_with_log(events).await;
     let (catch_up, _) = catch_up(&pool, &seam.url(), "[catch_up]\npage_limit = 2");
-    let outcome = catch_up.run_once().await.unwrap();
+    let outcome = catch_up.run_workspace(0).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { new: 7, .. }), "{outcome:?}");
     assert!(seam.event_log_requests().len() > 3, "it took several pages");
 }
@@ -194,7 +194,7 @@ async fn run_until_caught_up(pool: &PgPool, catch_up: &CatchUp, seam: &StandIn) 
     let mut calls = Vec::new();
     for run in 1..=50 {
         let before = seam.event_log_requests().len();
-        let outcome = catch_up.run_once().await.unwrap();
+        let outcome = catch_up.run_workspace(0).await.unwrap();
         calls.push(seam.event_log_requests().len() - before);
         let (moved_to, done) = match outcome {
             RunOutcome::Completed { high_water_mark, .. } => (high_water_mark, true),
@@ -245,7 +245,7 @@ async fn a_busy_log_of_60000_events_is_read_whole_window_by_window(pool: PgPool)
 
     // The next run reads from the mark (less the overlap): nothing new, and the mark moves on.
     let before = seam.event_log_requests().len();
-    let outcome = catch_up.run_once().await.unwrap();
+    let outcome = catch_up.run_workspace(0).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { new: 0, .. }), "{outcome:?}");
     assert_eq!(seam.event_log_requests().len() - before, 1, "one short window");
 }
@@ -279,14 +279,14 @@ async fn more_events_at_one_time_than_a_page_holds_do_not_stall_catch_up(pool: P
     log.extend(around.clone());
     let seam = seam_with_log(log).await;
     let (catch_up, _) = catch_up(&pool, &seam.url(), "[catch_up]\npage_limit = 10");
-    let outcome = catch_up.run_once().await.unwrap();
+    let outcome = catch_up.run_workspace(0).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
     let stored = stored_ids(&pool, "%").await;
     for event in &around {
         assert!(stored.contains(event["event_id"].as_str().unwrap()), "events before and after are read");
     }
     assert!(stored.len() >= 4 + 10, "a page of the crowded millisecond: {}", stored.len());
-    assert!(matches!(catch_up.run_once().await.unwrap(), RunOutcome::Completed { .. }), "and the next run too");
+    assert!(matches!(catch_up.run_workspace(0).await.unwrap(), RunOutcome::Completed { .. }), "and the next run too");
 }
 
 #[sqlx::test]
@@ -309,7 +309,7 @@ async fn a_run_that_fails_half_way_keeps_the_windows_it_finished(pool: PgPool) {
         .mount(&seam)
         .await;
     let (catch_up, _) = catch_up(&pool, &seam.uri(), "[catch_up]\npage_limit = 5");
-    let error = catch_up.run_once().await.unwrap_err();
+    let error = catch_up.run_workspace(0).await.unwrap_err();
     assert!(format!("{error:#}").contains("HTTP 503"), "{error:#}");
     let (mark, outcome, found): (Option<DateTime<Utc>>, String, i32) =
         sqlx::query_as("SELECT high_water_mark, last_outcome, last_events_found FROM catch_up_state")
@@ -326,7 +326,7 @@ async fn a_run_that_fails_half_way_keeps_the_windows_it_finished(pool: PgPool) {
     // Seam answers again: the next run starts at the mark (less the overlap) and reads the rest.
     seam.reset().await;
     answering(1_000).mount(&seam).await;
-    let outcome = catch_up.run_once().await.unwrap();
+    let outcome = catch_up.run_workspace(0).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
     assert_eq!(count(&pool, "seam_events").await, 40);
     let first: Value = serde_json::from_slice(&seam.received_requests().await.unwrap()[0].body).unwrap();
@@ -342,7 +342,7 @@ async fn two_instances_running_catch_up_at_once_do_the_work_once(pool: PgPool) {
     seam.set_mode(Mode::Slow(Duration::from_millis(500)));
     let (a, _) = catch_up(&pool, &seam.url(), "");
     let (b, _) = catch_up(&pool, &seam.url(), "");
-    let (a, b) = tokio::join!(a.run_once(), b.run_once());
+    let (a, b) = tokio::join!(a.run_workspace(0), b.run_workspace(0));
     let mut outcomes = [a.unwrap(), b.unwrap()];
     outcomes.sort_by_key(|o| matches!(o, RunOutcome::Skipped));
     assert!(matches!(outcomes, [RunOutcome::Completed { new: 1, .. }, RunOutcome::Skipped]), "{outcomes:?}");
@@ -355,7 +355,7 @@ async fn a_rejected_key_on_the_event_log_fails_the_run_and_shows(pool: PgPool) {
     let seam = StandIn::start().await.unwrap();
     seam.set_mode(Mode::Status(401));
     let (catch_up, key_status) = catch_up(&pool, &seam.url(), "");
-    let error = catch_up.run_once().await.unwrap_err();
+    let error = catch_up.run_workspace(0).await.unwrap_err();
     assert!(error.to_string().contains("API key"), "{error}");
     assert!(key_status.rejection().is_some());
     let last_error: Option<String> =

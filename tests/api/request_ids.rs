@@ -105,7 +105,7 @@ async fn a_failing_event_log_names_seams_request_id_in_catch_up_state(pool: PgPo
     seam.set_mode(Mode::Status(500));
     seam.send_request_id(Some("req_events500"));
     let (catch_up, _) = catch_up(&pool, &seam.url(), "");
-    let error = catch_up.run_once().await.unwrap_err();
+    let error = catch_up.run_workspace(0).await.unwrap_err();
     assert!(format!("{error:#}").contains("(seam-request-id: req_events500)"), "{error:#}");
     let stored: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM catch_up_state").fetch_one(&pool).await.unwrap();
@@ -123,7 +123,7 @@ async fn a_failing_list_names_seams_request_id_in_the_import_run(pool: PgPool) {
     seam.fail_lists_after(0, 503);
     seam.send_request_id(Some("req_list503"));
     let (import, _, _) = import_job(&pool, &seam.url(), "");
-    let error = import.run_once().await.unwrap_err();
+    let error = import.run_workspace(0).await.unwrap_err();
     assert!(format!("{error:#}").contains("(seam-request-id: req_list503)"), "{error:#}");
     let stored: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM import_runs").fetch_one(&pool).await.unwrap();

@@ -203,11 +203,11 @@ async fn catch_up_releases_its_lock_when_a_run_fails(pool: PgPool) {
     let seam = StandIn::start().await.unwrap();
     seam.set_mode(Mode::Status(500));
     let (first, second) = (replica(&pool, &seam.url(), "").await, replica(&pool, &seam.url(), "").await);
-    assert!(first.run_once().await.is_err());
+    assert!(first.run_workspace(0).await.is_err());
     seam.set_mode(Mode::Normal);
-    let outcome = second.run_once().await.unwrap();
+    let outcome = second.run_workspace(0).await.unwrap();
     assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
-    assert!(matches!(first.run_once().await.unwrap(), RunOutcome::Completed { .. }));
+    assert!(matches!(first.run_workspace(0).await.unwrap(), RunOutcome::Completed { .. }));
 }
 
 #[sqlx::test]
@@ -220,18 +220,18 @@ async fn catch_up_releases_its_lock_when_a_run_is_dropped_mid_way(pool: PgPool) 
 
     // The run's pool lives on without it, as the service's pool does.
     let running = first.clone();
-    let run = tokio::spawn(async move { running.run_once().await });
+    let run = tokio::spawn(async move { running.run_workspace(0).await });
     eventually("the first run is waiting for Seam", || async { (!seam.event_log_requests().is_empty()).then_some(()) })
         .await;
     seam.set_mode(Mode::Normal);
-    assert_eq!(second.run_once().await.unwrap(), RunOutcome::Skipped, "the first run holds the lock");
+    assert_eq!(second.run_workspace(0).await.unwrap(), RunOutcome::Skipped, "the first run holds the lock");
 
     run.abort();
     assert!(run.await.unwrap_err().is_cancelled());
     let outcome = eventually("another replica runs catch-up", || async {
-        Some(second.run_once().await.unwrap()).filter(|outcome| *outcome != RunOutcome::Skipped)
+        Some(second.run_workspace(0).await.unwrap()).filter(|outcome| *outcome != RunOutcome::Skipped)
     })
     .await;
     assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
-    assert!(matches!(first.run_once().await.unwrap(), RunOutcome::Completed { .. }));
+    assert!(matches!(first.run_workspace(0).await.unwrap(), RunOutcome::Completed { .. }));
 }

@@ -614,10 +614,13 @@ impl E2e {
     /// reach the service from the log before its webhook does.
     async fn start_up_catch_up(&self, since: DateTime<Utc>) {
         eventually("the start-up catch-up run (catch_up_state.last_run_at)", || async {
-            let state: Option<Value> = sqlx::query_scalar("SELECT to_jsonb(c) FROM catch_up_state c WHERE id = 1")
-                .fetch_optional(&self.db)
-                .await
-                .expect("read catch_up_state");
+            // One row per workspace: the one run last.
+            let state: Option<Value> = sqlx::query_scalar(
+                "SELECT to_jsonb(c) FROM catch_up_state c ORDER BY last_run_at DESC NULLS LAST LIMIT 1",
+            )
+            .fetch_optional(&self.db)
+            .await
+            .expect("read catch_up_state");
             match state.as_ref().map(|s| &s["last_run_at"]) {
                 Some(Value::String(at)) if time(&json!(at)) >= since => Ok(()),
                 _ => Err(format!("{state:?}")),
