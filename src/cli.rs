@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::jobs::import::{Import, Progress, RunOutcome};
 use crate::seam::client::shortened_keeping_request_id;
 use crate::seam::event::CodeEndpoint;
-use crate::seam::workspaces::{StartRefusal, StartRefused, Workspaces};
+use crate::seam::workspaces::{ClaimFilter, StartRefusal, StartRefused, Workspaces};
 use crate::store;
 use crate::store::admin::{self, CatchUpRun, CatchUpState};
 use crate::store::import as import_progress;
@@ -383,6 +383,25 @@ fn workspace_jobs(catch_ups: Vec<CatchUpState>, imports: Vec<import_progress::Ru
     jobs.into_values().collect()
 }
 
+/// Queued re-fetches no configured workspace can serve, by workspace: the ids known
+/// are the configured ones and those catch-up has run under (resolved by a running
+/// service). `None` when this environment configures no workspace (it cannot say).
+async fn unroutable_refetches(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    jobs: &[WorkspaceJobs],
+) -> anyhow::Result<Option<Vec<(Option<String>, i64)>>> {
+    let entries = settings.workspace_entries().unwrap_or_default();
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut known: Vec<String> = entries.iter().filter_map(|e| e.workspace_id.clone()).collect();
+    known.extend(jobs.iter().filter(|w| !w.key.is_empty()).map(|w| w.key.clone()));
+    let sole = entries.len() == 1;
+    let filter = ClaimFilter { any: sole && known.is_empty(), workspace_ids: known, without_workspace: sole };
+    Ok(Some(store::queue::unroutable(pool, &filter).await?))
+}
+
 async fn status(settings: Settings, json: bool) -> Outcome {
     let pool = existing_database(&settings).await?;
     let s = admin::queue_status(&pool).await?;
@@ -397,6 +416,7 @@ async fn status(settings: Settings, json: bool) -> Outcome {
     if workspaces.is_empty() {
         workspaces.push(WorkspaceJobs { key: String::new(), label: None, catch_up: None, import: None });
     }
+    let unroutable = unroutable_refetches(&settings, &pool, &workspaces).await?;
     if json {
         let rows: Vec<serde_json::Value> = workspaces
             .iter()
@@ -432,6 +452,8 @@ async fn status(settings: Settings, json: bool) -> Outcome {
             "oldest_pending_age_seconds": s.oldest_pending_age_seconds, "dead_letters": s.dead_letters,
             "last_webhook_at": s.last_webhook_at, "mirrored_codes": s.mirrored_codes,
             "workspaces": rows,
+            "unroutable": unroutable.as_ref().map(|by_workspace| by_workspace.iter()
+                .map(|(w, n)| serde_json::json!({ "workspace_id": w, "refetches": n })).collect::<Vec<_>>()),
         });
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -440,6 +462,20 @@ async fn status(settings: Settings, json: bool) -> Outcome {
     println!("pending re-fetches  {} ({} in flight, {} due now)", s.pending, s.in_flight, s.due);
     println!("oldest pending      {}", seconds(s.oldest_pending_age_seconds));
     println!("dead letters        {}", s.dead_letters);
+    match &unroutable {
+        None => println!("unroutable          - (no workspace configured in this environment)"),
+        Some(by_workspace) if by_workspace.is_empty() => println!("unroutable          0"),
+        Some(by_workspace) => {
+            let named: Vec<String> = by_workspace
+                .iter()
+                .map(|(w, n)| format!("{n} for {}", w.as_deref().unwrap_or("(no workspace named)")))
+                .collect();
+            println!(
+                "unroutable          {} (no configured credential reaches them: add the workspace)",
+                named.join(", ")
+            );
+        }
+    }
     match s.last_webhook_at {
         Some(at) => println!("last webhook        {} ({} ago)", at.to_rfc3339(), seconds(s.last_webhook_age_seconds)),
         None => println!("last webhook        never"),

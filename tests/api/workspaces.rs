@@ -136,6 +136,19 @@ async fn an_event_of_an_unconfigured_workspace_waits_until_that_workspace_is_add
     assert_eq!(ready.status(), StatusCode::OK, "waiting for a workspace is no reason to be unready");
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["unroutable"], json!({"refetches": 1, "by_workspace": [{"workspace_id": "ws_c", "refetches": 1}]}));
+    // `status`, with the same workspaces configured, says so too.
+    let file = std::env::temp_dir().join(format!("sas_status_{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&file, two_workspaces_toml().replace("[seam]\n        api_key = \"\"", "")).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_seam-access-sync"))
+        .args(["status"])
+        .env("DATABASE_URL", test_kit::database_url(&pool.connect_options()))
+        .env("SEAM_WORKSPACES_FILE", &file)
+        .env_remove("SEAM_API_KEY")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("unroutable          1 for ws_c"), "{text}{}", String::from_utf8_lossy(&status.stderr));
 
     // The operator adds workspace C and restarts: the waiting code is fetched, with C's key.
     let added = format!("{}\n[[workspaces]]\nworkspace_id = \"ws_c\"\napi_key = \"seam_key_c\"", two_workspaces_toml());
