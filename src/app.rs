@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::http::read_api::ApiTokens;
 use crate::http::serve::{ConnectionLimits, serve};
 use crate::http::{self, AppState};
+use crate::jobs::backup::BackupPuller;
 use crate::jobs::catch_up::CatchUp;
 use crate::jobs::import::Import;
 use crate::jobs::supervisor::Supervisor;
@@ -32,6 +33,8 @@ pub struct Application {
     /// The import on start (`import.on_start`).
     import: Option<Import>,
     intake_writers: IntakeWriters,
+    /// Backup access code pulls (worker processes).
+    backup: Option<BackupPuller>,
 }
 
 impl Application {
@@ -93,12 +96,16 @@ impl Application {
         } else {
             (None, None, None)
         };
+        let backup = settings.server.run_mode.runs_worker().then(|| {
+            let (worker, backup) = (settings.worker.clone(), settings.backup.clone());
+            BackupPuller::new(pool.clone(), workspaces.clone(), worker, backup, settings.store_pins, metrics.clone())
+        });
         let api_tokens = ApiTokens::new(&settings.api_tokens());
         let (intake, intake_writers) =
             IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
         let settings = Arc::new(settings);
         let state = AppState { pool, settings, verifier, clock, workspaces, metrics, intake, api_tokens };
-        Ok(Application { listener, state, worker, catch_up, import, intake_writers })
+        Ok(Application { listener, state, worker, catch_up, import, intake_writers, backup })
     }
 
     pub fn port(&self) -> u16 {
@@ -108,7 +115,7 @@ impl Application {
     /// Serves until `shutdown` fires: then stops accepting, finishes requests and
     /// fetches in flight, waits for the background tasks, and closes the pool.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, worker, catch_up, import, intake_writers } = self;
+        let Application { listener, state, worker, catch_up, import, intake_writers, backup } = self;
         let pool = state.pool.clone();
         tracing::info!(
             addr = %listener.local_addr()?,
@@ -149,6 +156,9 @@ impl Application {
         }
         if let Some(worker) = worker {
             worker.supervise(&mut supervisor);
+        }
+        if let Some(backup) = backup {
+            supervisor.spawn(Task::BackupPulls, move |stop| backup.clone().run(stop));
         }
         let limits = ConnectionLimits::from_settings(&state.settings.server);
         serve(listener, http::router(state), limits, shutdown.clone()).await;

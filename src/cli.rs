@@ -10,12 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
 use crate::config::Settings;
+use crate::jobs::backup::{BackupPuller, PullResult, PullStep};
 use crate::jobs::import::{Import, Progress, RunOutcome};
 use crate::seam::client::shortened_keeping_request_id;
 use crate::seam::event::CodeEndpoint;
 use crate::seam::workspaces::{ClaimFilter, StartRefusal, StartRefused, Workspaces};
 use crate::store;
 use crate::store::admin::{self, CatchUpRun, CatchUpState};
+use crate::store::backup as backup_store;
 use crate::store::import as import_progress;
 use crate::telemetry::metrics::Metrics;
 
@@ -67,6 +69,14 @@ pub enum Command {
         /// Where the service listens; default: server.listen_addr (0.0.0.0 → 127.0.0.1).
         #[arg(long)]
         url: Option<String>,
+    },
+    /// Pull a backup access code for one time-bound code now (once: a code pulled
+    /// for before shows its backup again), and print the backup's id (and its PIN
+    /// with store_pins = true). Needs the code's workspace credential.
+    PullBackup {
+        /// The Seam access code to pull a backup for.
+        #[arg(value_name = "ACCESS_CODE_ID")]
+        access_code_id: String,
     },
     /// Show the queue, dead letters, the last webhook seen, and each workspace's
     /// catch-up and import.
@@ -127,6 +137,7 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
         },
         Command::Import { workspace } => import(&settings, workspace.as_deref()).await,
         Command::Healthcheck { url } => healthcheck(settings, url).await,
+        Command::PullBackup { access_code_id } => pull_backup(settings, &access_code_id).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -417,6 +428,7 @@ async fn status(settings: Settings, json: bool) -> Outcome {
         workspaces.push(WorkspaceJobs { key: String::new(), label: None, catch_up: None, import: None });
     }
     let unroutable = unroutable_refetches(&settings, &pool, &workspaces).await?;
+    let backups = backup_store::status(&pool, settings.backup.pull_after_seconds).await?;
     if json {
         let rows: Vec<serde_json::Value> = workspaces
             .iter()
@@ -454,6 +466,7 @@ async fn status(settings: Settings, json: bool) -> Outcome {
             "workspaces": rows,
             "unroutable": unroutable.as_ref().map(|by_workspace| by_workspace.iter()
                 .map(|(w, n)| serde_json::json!({ "workspace_id": w, "refetches": n })).collect::<Vec<_>>()),
+            "backup_pulls": backups,
         });
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
@@ -491,6 +504,7 @@ async fn status(settings: Settings, json: bool) -> Outcome {
         print_catch_up(w.catch_up.as_ref(), &seconds);
         print_import(w.import.as_ref());
     }
+    print_backup_status(&backups, settings.backup.pull_on_failure);
     Ok(())
 }
 
@@ -553,6 +567,112 @@ fn print_import(run: Option<&import_progress::RunSummary>) {
     if let Some(error) = &r.last_error {
         println!("import error        {error}");
     }
+}
+
+/// `status`'s lines on backup access code pulls: counts, each failed pull with
+/// Seam's reason, and the failing codes left alone, saying why.
+fn print_backup_status(b: &backup_store::PullStatus, pull_on_failure: bool) {
+    println!(
+        "backup pulls        {} pulled, {} failed, {} in progress{}",
+        b.pulled,
+        b.failed.len(),
+        b.decided + b.sending,
+        if pull_on_failure { "" } else { " (backup.pull_on_failure is off: by hand only)" }
+    );
+    for f in &b.failed {
+        let error = shortened_keeping_request_id(f.last_error.as_deref().unwrap_or(""), 100);
+        println!("backup pull failed  {} ({}, {} attempt(s)): {error}", f.access_code_id, f.reason, f.attempts);
+    }
+    if b.left_alone_not_time_bound + b.left_alone_no_backup_available > 0 {
+        println!(
+            "no backup pulled    {} failing code(s) not time_bound (Seam pulls backups for time-bound codes only), {} with no backup available (is_backup_access_code_available is not true)",
+            b.left_alone_not_time_bound, b.left_alone_no_backup_available
+        );
+    }
+}
+
+/// `pull-backup`: the same pull the service makes (`jobs::backup`), for one code,
+/// now, in the foreground.
+async fn pull_backup(settings: Settings, access_code_id: &str) -> Outcome {
+    if access_code_id.trim().is_empty() || access_code_id.len() > 255 {
+        anyhow::bail!("not an access code id: {access_code_id:?}");
+    }
+    settings.check_seam_key()?;
+    let pool = existing_database(&settings).await?;
+    let mirrored = backup_store::candidate(&pool, access_code_id).await?;
+    if let Some(why) = mirrored.as_ref().and_then(backup_store::Candidate::why_not) {
+        anyhow::bail!("not pulled: {access_code_id} {why}");
+    }
+    let workspaces =
+        Workspaces::new(&settings.workspace_entries()?, &settings.seam, settings.worker.max_requests_per_second)?;
+    let (refusals, _) = workspaces.resolve().await;
+    if !refusals.is_empty() {
+        return Err(StartRefused(refusals).into());
+    }
+    let workspace_id = mirrored.as_ref().and_then(|c| c.workspace_id.as_deref());
+    let backup_id = match backup_store::decide_by_hand(&pool, access_code_id, workspace_id).await? {
+        backup_store::ByHand::Pulled(backup) => {
+            let backup = backup.unwrap_or_default();
+            println!("a backup was pulled for {access_code_id} before: backup access code {backup}");
+            return print_backup_pin(&settings, &pool, &backup, None).await;
+        }
+        backup_store::ByHand::Decided | backup_store::ByHand::Pending => access_code_id,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let puller = BackupPuller::new(
+        pool.clone(),
+        workspaces,
+        settings.worker.clone(),
+        settings.backup.clone(),
+        settings.store_pins,
+        metrics,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let pause = match puller.try_pull_next(Some(backup_id)).await? {
+            PullStep::Done { result: PullResult::Pulled(backup), .. } => {
+                println!("backup access code {}", backup.code.access_code_id);
+                return print_backup_pin(&settings, &pool, &backup.code.access_code_id, backup.code.code.as_deref())
+                    .await;
+            }
+            PullStep::Done { result: PullResult::Recovered { backup_access_code_id }, .. } => {
+                println!("backup access code {backup_access_code_id}");
+                return print_backup_pin(&settings, &pool, &backup_access_code_id, None).await;
+            }
+            PullStep::Done { result: PullResult::Failed { error }, .. } => {
+                anyhow::bail!("no backup pulled for {access_code_id}: {error}")
+            }
+            PullStep::Done { result: PullResult::Retry { delay, error }, .. } => {
+                eprintln!("not pulled yet ({error}); trying again in {:.1} s", delay.as_secs_f64());
+                delay
+            }
+            // Claimed by a running service, or its retry not due yet: wait for it.
+            PullStep::Done { result: PullResult::ClaimLost, .. } | PullStep::Idle => std::time::Duration::from_secs(1),
+        };
+        if std::time::Instant::now() + pause > deadline {
+            anyhow::bail!(
+                "no backup pulled for {access_code_id} yet; the pull stays decided and a running worker makes it \
+                 (`seam-access-sync status` shows how it ends)"
+            );
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The backup's PIN, with `store_pins = true` only: from Seam's answer, or the mirror.
+async fn print_backup_pin(settings: &Settings, pool: &sqlx::PgPool, backup: &str, answered: Option<&str>) -> Outcome {
+    if !settings.store_pins {
+        return Ok(());
+    }
+    let pin = match answered {
+        Some(pin) => Some(pin.to_owned()),
+        None => backup_store::mirrored_pin(pool, backup).await?,
+    };
+    match pin {
+        Some(pin) => println!("PIN {pin}"),
+        None => println!("PIN not known yet (the backup code is fetched from Seam shortly)"),
+    }
+    Ok(())
 }
 
 async fn healthcheck(settings: Settings, url: Option<String>) -> Outcome {

@@ -56,6 +56,7 @@ pub struct Settings {
     pub catch_up: CatchUpSettings,
     pub import: ImportSettings,
     pub sweep: SweepSettings,
+    pub backup: BackupSettings,
     pub api: ApiSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
@@ -122,6 +123,15 @@ pub struct SweepSettings {
     /// Every code that exists and is not stuck is re-fetched once its last fetch is
     /// this old, a few each sweep (0: off).
     pub settled_interval_seconds: u64,
+}
+
+/// Backup access codes (README "Backup access codes").
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackupSettings {
+    /// Pull a backup code, once, for a time-bound code that fails to program or is
+    /// not set `pull_after_seconds` after its `starts_at`. Env: `APP_BACKUP__PULL_ON_FAILURE`.
+    pub pull_on_failure: bool,
+    pub pull_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

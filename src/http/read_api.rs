@@ -202,6 +202,9 @@ pub struct AccessCodeView {
     pub is_backup: Option<bool>,
     pub is_backup_access_code_available: Option<bool>,
     pub pulled_backup_access_code_id: Option<String>,
+    /// For a backup code (`is_backup`): the code it was pulled for (that code's
+    /// `pulled_backup_access_code_id` names this one).
+    pub backup_of_access_code_id: Option<String>,
     pub is_offline_access_code: Option<bool>,
     pub is_one_time_use: Option<bool>,
     pub is_waiting_for_code_assignment: Option<bool>,
@@ -216,8 +219,8 @@ pub struct AccessCodeView {
 const VIEW_COLUMNS: &str = "access_code_id, device_id, workspace_id, name, type, status, is_managed, starts_at, \
      ends_at, warnings, errors, code, deleted_at, last_event_id, last_event_type, last_event_occurred_at, \
      fetched_at, updated_at, connected_account_id, seam_created_at AS created_at, is_backup, \
-     is_backup_access_code_available, pulled_backup_access_code_id, is_offline_access_code, is_one_time_use, \
-     is_waiting_for_code_assignment, is_scheduled_on_device, pending_mutations";
+     is_backup_access_code_available, pulled_backup_access_code_id, backup_of_access_code_id, \
+     is_offline_access_code, is_one_time_use, is_waiting_for_code_assignment, is_scheduled_on_device, pending_mutations";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccessCodePage {
@@ -232,7 +235,7 @@ pub struct HistoryEntry {
     pub change: String,
     /// For `changed`: what changed, of `status_changed`, `warnings_changed`,
     /// `errors_changed`, `name_changed`, `time_frame_changed`, `code_changed` (the
-    /// PIN changed; never its value).
+    /// PIN changed; never its value), `backup_pulled` (a backup code was pulled for it).
     pub changes: Vec<String>,
     /// `fetch` (one code fetched from Seam) or `import` (a device's code list).
     pub origin: String,
@@ -265,6 +268,43 @@ pub struct AccessCodeDetail {
     pub history: Vec<HistoryEntry>,
     /// The 50 most recent events for the code, newest first.
     pub recent_events: Vec<EventSummary>,
+    /// The backup code pulled for this code (`pulled_backup_access_code_id`), as
+    /// mirrored: null when none was pulled; only its id until it is mirrored.
+    pub backup_access_code: Option<BackupCodeSummary>,
+    /// This service's pull of a backup for this code (`backup.pull_on_failure` or
+    /// `seam-access-sync pull-backup`); null when it never decided to pull.
+    pub backup_pull: Option<BackupPullView>,
+}
+
+/// A backup code, as the detail of the code it was pulled for shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupCodeSummary {
+    pub access_code_id: String,
+    /// False until the backup code itself is mirrored (it is fetched at once).
+    pub mirrored: bool,
+    pub status: Option<String>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// The backup's PIN: present only when the service stores PINs (`store_pins`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// The service's decision to pull a backup code, and how it ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupPullView {
+    /// `failed_to_set_on_device`, `not_set_after_start` or `by_hand`.
+    pub reason: String,
+    /// `decided`, `sending` (the call is being made, or its answer was lost: the
+    /// code is fetched again before any new call), `pulled` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    pub backup_access_code_id: Option<String>,
+    /// Why the last attempt failed, in Seam's words when Seam answered.
+    pub last_error: Option<String>,
+    pub decided_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// Filters for `GET /v1/access_codes`; all optional, combined with AND. Kept as
@@ -693,7 +733,7 @@ pub async fn get_access_code(
                 ends_at, warnings AS "warnings: Jsonb<Value>", errors AS "errors: Jsonb<Value>", code, deleted_at,
                 last_event_id, last_event_type, last_event_occurred_at, fetched_at, updated_at,
                 connected_account_id, seam_created_at AS created_at, is_backup, is_backup_access_code_available,
-                pulled_backup_access_code_id, is_offline_access_code, is_one_time_use,
+                pulled_backup_access_code_id, backup_of_access_code_id, is_offline_access_code, is_one_time_use,
                 is_waiting_for_code_assignment, is_scheduled_on_device,
                 pending_mutations AS "pending_mutations: Jsonb<Value>"
          FROM access_codes WHERE access_code_id = $1"#,
@@ -722,7 +762,52 @@ pub async fn get_access_code(
     .fetch_all(&state.pool)
     .await
     .map_err(blaming("access_code_id"))?;
-    Ok(Json(AccessCodeDetail { access_code: hide_pin(view, state.settings.store_pins), history, recent_events }))
+    let backup_access_code = match &view.pulled_backup_access_code_id {
+        None => None,
+        Some(backup_id) => {
+            let row = sqlx::query!(
+                "SELECT status, starts_at, ends_at, deleted_at, code FROM access_codes WHERE access_code_id = $1",
+                backup_id,
+            )
+            .fetch_optional(&state.pool)
+            .await?;
+            Some(match row {
+                Some(row) => BackupCodeSummary {
+                    access_code_id: backup_id.clone(),
+                    mirrored: true,
+                    status: row.status,
+                    starts_at: row.starts_at,
+                    ends_at: row.ends_at,
+                    deleted_at: row.deleted_at,
+                    code: row.code.filter(|_| state.settings.store_pins),
+                },
+                None => BackupCodeSummary {
+                    access_code_id: backup_id.clone(),
+                    mirrored: false,
+                    status: None,
+                    starts_at: None,
+                    ends_at: None,
+                    deleted_at: None,
+                    code: None,
+                },
+            })
+        }
+    };
+    let backup_pull = sqlx::query_as!(
+        BackupPullView,
+        "SELECT reason, state, attempts, backup_access_code_id, last_error, decided_at, finished_at
+         FROM backup_pulls WHERE access_code_id = $1",
+        access_code_id,
+    )
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(Json(AccessCodeDetail {
+        access_code: hide_pin(view, state.settings.store_pins),
+        history,
+        recent_events,
+        backup_access_code,
+        backup_pull,
+    }))
 }
 
 #[derive(OpenApi)]
@@ -733,6 +818,8 @@ pub async fn get_access_code(
         AccessCodeView,
         AccessCodePage,
         AccessCodeDetail,
+        BackupCodeSummary,
+        BackupPullView,
         HistoryEntry,
         EventSummary,
         ApiErrorBody,

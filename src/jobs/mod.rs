@@ -2,8 +2,9 @@
 //! (`worker`), catch-up from Seam's event log (`catch_up`), the import of every
 //! device's codes (`import`), sweeps of the mirror (`sweep`) and pruning (`prune`),
 //! the periodic ones on one loop (`periodic`), all restarted when they fail
-//! (`supervisor`).
+//! (`supervisor`); and backup access code pulls (`backup`).
 
+pub mod backup;
 pub mod catch_up;
 pub mod import;
 pub mod periodic;

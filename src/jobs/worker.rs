@@ -186,6 +186,11 @@ impl Worker {
         let applied = mirror::apply(&mut tx, &fetch_of(claim, endpoint), observed, self.store_pins).await?;
         let completion = queue::complete(&mut tx, claim).await?;
         tx.commit().await?;
+        // A backup pulled for this code that the mirror does not hold yet is fetched too.
+        if matches!(observed, Observed::Found(found) if found.code.pulled_backup_access_code_id.is_some()) {
+            let mut conn = self.pool.acquire().await?;
+            mirror::queue_missing_backups(&mut conn, std::slice::from_ref(&claim.access_code_id)).await?;
+        }
         let lag = (chrono::Utc::now() - claim.first_requested_at).to_std().unwrap_or_default();
         self.metrics.mirror_lag.observe(lag.as_secs_f64());
         let written = match &applied {
@@ -224,17 +229,8 @@ impl Worker {
         Ok(TaskResult::Failed(failure))
     }
 
-    /// Exponential backoff with jitter (50–100 % of `base · 2^(attempt-1)`, capped);
-    /// a `Retry-After` from Seam is honoured within the same bounds.
     fn backoff(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {
-        let base = Duration::from_millis(self.settings.backoff_base_ms);
-        let max = Duration::from_millis(self.settings.backoff_max_ms);
-        if let Some(wait) = retry_after {
-            return wait.clamp(base, max);
-        }
-        let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
-        let full = base.saturating_mul(1 << exponent).min(max);
-        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+        backoff(&self.settings, attempt, retry_after)
     }
 
     /// Runs `concurrency` loops and the LISTEN task until `cancel` fires; each loop
@@ -307,6 +303,19 @@ pub async fn work_loop<S, Fut>(
             _ = cancel.cancelled() => return,
         }
     }
+}
+
+/// Exponential backoff with jitter (50–100 % of `base · 2^(attempt-1)`, capped);
+/// a `Retry-After` from Seam is honoured within the same bounds. Backup pulls use it too.
+pub fn backoff(settings: &WorkerSettings, attempt: i32, retry_after: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(settings.backoff_base_ms);
+    let max = Duration::from_millis(settings.backoff_max_ms);
+    if let Some(wait) = retry_after {
+        return wait.clamp(base, max);
+    }
+    let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
+    let full = base.saturating_mul(1 << exponent).min(max);
+    full.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// What the mirror needs to know of the fetch a claim led to, answered by `endpoint`.

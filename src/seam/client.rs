@@ -379,6 +379,68 @@ impl SeamClient {
     }
 }
 
+impl SeamClient {
+    /// `POST /access_codes/pull_backup_access_code` for one (time-bound) code. Found:
+    /// the backup code Seam assigned (the same one again if it was pulled before).
+    /// Every 4xx but 401/403 is `Rejected` (a 404 too: the code to pull for is
+    /// unknown, nothing to delete); 408, 429, 5xx and no answer are `Transient`.
+    pub async fn pull_backup_access_code(&self, access_code_id: &str) -> FetchOutcome {
+        self.pace().await;
+        let response = self
+            .http
+            .post(format!("{}/access_codes/pull_backup_access_code", self.base_url))
+            .headers(self.auth.clone())
+            .json(&serde_json::json!({ "access_code_id": access_code_id }))
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                return FetchOutcome::Transient {
+                    reason: describe_transport_error(e),
+                    retry_after: None,
+                    status: None,
+                };
+            }
+        };
+        let Head { status, retry_after, request_id } = Head::of(&response);
+        let outcome = match read_limited(response, self.max_response_bytes).await {
+            Ok(body) if status == StatusCode::OK => parse_pulled(&body)
+                .unwrap_or_else(|reason| FetchOutcome::Transient { reason, retry_after: None, status: Some(200) }),
+            Ok(body) if status == StatusCode::NOT_FOUND => {
+                FetchOutcome::Rejected { status: 404, message: seam_error_text(&body) }
+            }
+            Ok(body) => classify(status, &body, retry_after, access_code_id),
+            Err(e) => {
+                let reason = match e {
+                    BodyError::TooLarge => format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
+                    BodyError::Transport(e) => describe_transport_error(e),
+                };
+                FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) }
+            }
+        };
+        outcome.traced(request_id.as_ref())
+    }
+}
+
+/// A pull's 200: the backup code. Errors never quote the answer.
+fn parse_pulled(body: &[u8]) -> Result<FetchOutcome, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        backup_access_code: Value,
+    }
+    #[derive(Deserialize)]
+    struct Typed {
+        backup_access_code: AccessCode,
+    }
+    let raw: Raw =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable 200 answer: it {}", describe_json_error(&e)))?;
+    let code = serde_json::from_slice::<Typed>(body)
+        .map_err(|e| format!("unreadable backup_access_code in 200 answer: it {}", describe_json_error(&e)))?
+        .backup_access_code;
+    Ok(FetchOutcome::Found(Box::new(FetchedCode { code, raw: raw.backup_access_code })))
+}
+
 /// The body of `response`, at most `limit` bytes: a declared `Content-Length` over
 /// the limit is refused before reading, a body that grows past it is dropped as soon
 /// as it does (the connection is closed, the rest never read).

@@ -62,6 +62,10 @@ pub fn refetch_endpoint(event_type: &str) -> Option<CodeEndpoint> {
     }
 }
 
+/// Seam's event for a backup code pulled for a code: it names the backup
+/// (`backup_access_code_id`), which is fetched too.
+pub const BACKUP_PULLED_EVENT: &str = "access_code.backup_access_code_pulled";
+
 /// The `access_code.*` types in `/events/list`'s `event_types` enum as Seam publishes
 /// it (`@seamapi/types` 1.977.0). Seam's repository defines more (`issued`,
 /// `failed_to_update`, …): those are handled when they arrive, never asked for, since
@@ -279,6 +283,16 @@ impl SeamEvent {
             occurred_at: fields.occurred_at.as_ref().and_then(Value::as_str).and_then(parse_time),
             payload,
         })
+    }
+
+    /// The backup code an `access_code.backup_access_code_pulled` event names
+    /// (`backup_access_code_id`), when it is a usable id.
+    pub fn backup_access_code_id(&self) -> Option<&str> {
+        if self.event_type != BACKUP_PULLED_EVENT {
+            return None;
+        }
+        let id = self.payload.get("backup_access_code_id")?.as_str()?;
+        (!id.is_empty() && id.len() <= MAX_ID_BYTES && Some(id) != self.access_code_id.as_deref()).then_some(id)
     }
 
     /// What the service does with this event (`refetch_endpoint` decides).

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::seam::event::{EventAction, EventRef, SeamEvent};
+use crate::seam::event::{CodeEndpoint, EventAction, EventRef, SeamEvent};
 use crate::store::queue::{self, KnownCode, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,17 +157,23 @@ fn merge_requests<'a>(events: &[&'a SeamEvent], affected: &'a [Affected]) -> Vec
         event_type: Some(event.event_type.clone()),
         occurred_at: event.occurred_at,
     };
-    let asked_by_code = events.iter().filter_map(|event| {
-        let EventAction::Refetch { endpoint, .. } = event.action() else { return None };
-        Some(RefetchRequest {
-            access_code_id: event.access_code_id.as_deref()?,
-            endpoint,
-            device_id: event.device_id.as_deref(),
-            workspace_id: event.workspace_id.as_deref(),
-            connected_account_id: event.connected_account_id.as_deref(),
-            event: Some(event_ref(event)),
-            requests: 1,
-        })
+    let asked_by_code = events.iter().flat_map(|event| {
+        let EventAction::Refetch { endpoint, .. } = event.action() else { return vec![] };
+        let Some(access_code_id) = event.access_code_id.as_deref() else { return vec![] };
+        // `backup_access_code_pulled` also asks for the backup code it names.
+        let codes = std::iter::once((access_code_id, endpoint))
+            .chain(event.backup_access_code_id().map(|backup| (backup, CodeEndpoint::Managed)));
+        codes
+            .map(|(access_code_id, endpoint)| RefetchRequest {
+                access_code_id,
+                endpoint,
+                device_id: event.device_id.as_deref(),
+                workspace_id: event.workspace_id.as_deref(),
+                connected_account_id: event.connected_account_id.as_deref(),
+                event: Some(event_ref(event)),
+                requests: 1,
+            })
+            .collect()
     });
     let asked_by_device = affected.iter().map(|asked| asked.code.refetch(Some(event_ref(events[asked.event]))));
     let mut by_code: HashMap<&str, RefetchRequest<'a>> = HashMap::new();
@@ -322,5 +328,23 @@ mod tests {
         assert_eq!(merged[0].event.as_ref().unwrap().event_id.as_deref(), Some("e4"));
         assert_eq!((merged[1].access_code_id, merged[1].requests), ("b", 1));
         assert_eq!(merged[1].endpoint, crate::seam::event::CodeEndpoint::Unmanaged);
+    }
+
+    #[test]
+    fn a_pulled_backup_is_fetched_with_its_original() {
+        let mut pulled = event("e1", "a", Some("2026-11-25T10:00:02Z"), "access_code.backup_access_code_pulled");
+        pulled.payload["backup_access_code_id"] = "b".into();
+        let other = event("e2", "c", None, "access_code.backup_access_code_pulled");
+        let events = [&pulled, &other];
+        let mut merged = merge_requests(&events, &[]);
+        merged.sort_by_key(|r| r.access_code_id);
+        let ids: Vec<&str> = merged.iter().map(|r| r.access_code_id).collect();
+        assert_eq!(
+            ids,
+            ["a", "b", "c"],
+            "the backup b too; an event without backup_access_code_id asks for its code only"
+        );
+        assert_eq!(merged[1].endpoint, CodeEndpoint::Managed);
+        assert_eq!(merged[1].event.as_ref().unwrap().event_id.as_deref(), Some("e1"));
     }
 }

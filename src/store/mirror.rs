@@ -11,6 +11,7 @@ use sqlx::types::Json;
 
 use crate::seam::client::FetchedCode;
 use crate::seam::event::{CodeEndpoint, EventRef, parse_time, redact_pin};
+use crate::store::queue::{self, RefetchRequest};
 
 /// Notified, in the same transaction, whenever a code is created, deleted, or its
 /// status, warnings, errors, name, time frame or PIN change: `LISTEN access_code_changed`.
@@ -68,6 +69,8 @@ crate::text_enum::text_enum! {
         Name = "name_changed",
         TimeFrame = "time_frame_changed",
         Code = "code_changed",
+        /// `pulled_backup_access_code_id` became set: a backup code was pulled for it.
+        BackupPulled = "backup_pulled",
     }
 }
 
@@ -99,6 +102,8 @@ pub struct Snapshot {
     pub ends_at: Option<DateTime<Utc>>,
     /// The PIN, compared only when the service stores PINs (`store_pins`).
     pub code: Option<String>,
+    /// The backup code Seam pulled for this one.
+    pub pulled_backup_access_code_id: Option<String>,
     pub deleted: bool,
 }
 
@@ -113,6 +118,7 @@ impl Default for Snapshot {
             starts_at: None,
             ends_at: None,
             code: None,
+            pulled_backup_access_code_id: None,
             deleted: false,
         }
     }
@@ -129,6 +135,7 @@ impl Snapshot {
             starts_at: code.starts_at.as_deref().and_then(parse_time),
             ends_at: code.ends_at.as_deref().and_then(parse_time),
             code: if store_pins { code.code.clone() } else { None },
+            pulled_backup_access_code_id: code.pulled_backup_access_code_id.clone(),
             deleted: false,
         }
     }
@@ -143,6 +150,7 @@ struct Current {
     starts_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
     code: Option<String>,
+    pulled_backup_access_code_id: Option<String>,
     deleted: bool,
     fetched_at: DateTime<Utc>,
     last_event_id: Option<String>,
@@ -160,6 +168,7 @@ impl Current {
             starts_at: self.starts_at,
             ends_at: self.ends_at,
             code: if store_pins { self.code.clone() } else { None },
+            pulled_backup_access_code_id: self.pulled_backup_access_code_id.clone(),
             deleted: self.deleted,
         }
     }
@@ -183,7 +192,7 @@ pub struct Change {
 /// What `observed` changes against the row as it stood (`None`: no row yet): a new
 /// row is `Created`, a 404 of a live row `Deleted`, a live row whose status,
 /// warnings, errors, name, time frame or PIN differ (or a deleted row seen again)
-/// `Changed`. With `store_pins = false` no PIN is kept to compare: a PIN change is
+/// `Changed` (a backup newly pulled for it too). With `store_pins = false` no PIN is kept to compare: a PIN change is
 /// then known from the event behind the fetch (`pin_event`: `access_code.code_changed`).
 pub fn classify(before: Option<&Snapshot>, after: Option<&Snapshot>, pin_event: bool) -> Option<Change> {
     let (b, a) = match (before, after) {
@@ -199,6 +208,11 @@ pub fn classify(before: Option<&Snapshot>, after: Option<&Snapshot>, pin_event: 
         (FieldChange::Name, b.name != a.name),
         (FieldChange::TimeFrame, b.starts_at != a.starts_at || b.ends_at != a.ends_at),
         (FieldChange::Code, b.code != a.code || (pin_event && !b.deleted)),
+        (
+            FieldChange::BackupPulled,
+            a.pulled_backup_access_code_id.is_some()
+                && a.pulled_backup_access_code_id != b.pulled_backup_access_code_id,
+        ),
     ]
     .into_iter()
     .filter_map(|(field, changed)| changed.then_some(field))
@@ -213,6 +227,10 @@ pub async fn apply(
     observed: Observed<'_>,
     store_pins: bool,
 ) -> sqlx::Result<Applied> {
+    // Serialised with `link_backup` of an original naming this code, so that one of
+    // the two always sees the other's row, whichever commits first. Taken before the
+    // row lock, as `link_backup` takes them.
+    lock_backup_link(conn, fetch.access_code_id).await?;
     let current = lock_current(conn, fetch.access_code_id).await?;
     if current.as_ref().is_some_and(|c| c.fetched_at > fetch.started_at) {
         return Ok(Applied::Stale);
@@ -223,9 +241,13 @@ pub async fn apply(
         _ => fetch.trigger.clone(),
     };
     let before = current.as_ref().map(|c| c.snapshot(store_pins));
+    let mut backup_of = None;
     let after = match observed {
         Observed::Found(code) => {
-            upsert_found(conn, fetch, code, &newest, store_pins).await?;
+            backup_of = upsert_found(conn, fetch, code, &newest, store_pins).await?;
+            if let Some(backup) = &code.code.pulled_backup_access_code_id {
+                link_backup(conn, fetch.access_code_id, backup).await?;
+            }
             Some(Snapshot::of(code, store_pins))
         }
         Observed::Gone => {
@@ -239,7 +261,7 @@ pub async fn apply(
     let shown = after.or_else(|| before.clone()).unwrap_or_default();
     let previous_status = before.and_then(|b| b.status);
     if let Some(change) = &change {
-        record_change(conn, fetch, change, previous_status.as_deref(), &shown).await?;
+        record_change(conn, fetch, change, previous_status.as_deref(), &shown, backup_of.as_deref()).await?;
     }
     Ok(Applied::Stored { change: change.map(|c| c.kind), previous_status, status: shown.status })
 }
@@ -248,7 +270,8 @@ async fn lock_current(conn: &mut PgConnection, access_code_id: &str) -> sqlx::Re
     sqlx::query_as!(
         Current,
         r#"SELECT status, warnings AS "warnings: Json<Value>", errors AS "errors: Json<Value>",
-                name, starts_at, ends_at, code, deleted_at IS NOT NULL AS "deleted!", fetched_at,
+                name, starts_at, ends_at, code, pulled_backup_access_code_id,
+                deleted_at IS NOT NULL AS "deleted!", fetched_at,
                 last_event_id, last_event_type, last_event_occurred_at
          FROM access_codes WHERE access_code_id = $1 FOR UPDATE"#,
         access_code_id,
@@ -257,21 +280,22 @@ async fn lock_current(conn: &mut PgConnection, access_code_id: &str) -> sqlx::Re
     .await
 }
 
-/// Writes the row of a code Seam returned.
+/// Writes the row of a code Seam returned; returns the code it is the backup of,
+/// when an original names it (`backup_of_access_code_id`).
 async fn upsert_found(
     conn: &mut PgConnection,
     fetch: &Fetch<'_>,
     fetched: &FetchedCode,
     newest: &EventRef,
     store_pins: bool,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Option<String>> {
     let code = &fetched.code;
     let mut stored = fetched.raw.clone();
     if !store_pins {
         redact_pin(&mut stored);
     }
     let is_managed = fetch.endpoint == CodeEndpoint::Managed && code.is_managed.unwrap_or(true);
-    sqlx::query!(
+    let backup_of = sqlx::query_scalar!(
         r#"
         INSERT INTO access_codes AS a
             (access_code_id, device_id, workspace_id, name, type, status, is_managed,
@@ -279,9 +303,13 @@ async fn upsert_found(
              last_event_id, last_event_type, last_event_occurred_at, fetched_at, status_changed_at,
              connected_account_id, seam_created_at, is_backup, is_backup_access_code_available,
              pulled_backup_access_code_id, is_offline_access_code, is_one_time_use,
-             is_waiting_for_code_assignment, is_scheduled_on_device, pending_mutations)
+             is_waiting_for_code_assignment, is_scheduled_on_device, pending_mutations,
+             backup_of_access_code_id)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15, $16, $17, $17,
-                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27,
+                (SELECT o.access_code_id FROM access_codes o
+                 WHERE o.pulled_backup_access_code_id = $1 AND o.access_code_id <> $1
+                 ORDER BY o.fetched_at DESC LIMIT 1))
         ON CONFLICT (access_code_id) DO UPDATE SET
             device_id = COALESCE(EXCLUDED.device_id, a.device_id),
             workspace_id = COALESCE(EXCLUDED.workspace_id, a.workspace_id),
@@ -301,10 +329,12 @@ async fn upsert_found(
             is_waiting_for_code_assignment = EXCLUDED.is_waiting_for_code_assignment,
             is_scheduled_on_device = EXCLUDED.is_scheduled_on_device,
             pending_mutations = EXCLUDED.pending_mutations,
+            backup_of_access_code_id = COALESCE(EXCLUDED.backup_of_access_code_id, a.backup_of_access_code_id),
             last_event_id = EXCLUDED.last_event_id,
             last_event_type = EXCLUDED.last_event_type,
             last_event_occurred_at = EXCLUDED.last_event_occurred_at,
             fetched_at = EXCLUDED.fetched_at, updated_at = clock_timestamp()
+        RETURNING backup_of_access_code_id
         "#,
         fetch.access_code_id,
         code.device_id.as_deref().or(fetch.device_id),
@@ -334,9 +364,68 @@ async fn upsert_found(
         code.is_scheduled_on_device,
         Json(&code.pending_mutations) as _,
     )
+    .fetch_one(conn)
+    .await?;
+    Ok(backup_of)
+}
+
+/// A transaction-scoped lock on the link to the backup code `backup_id`.
+async fn lock_backup_link(conn: &mut PgConnection, backup_id: &str) -> sqlx::Result<()> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('backup_link:' || $1, 0))", backup_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The original's side of a backup link: the backup's row, when mirrored, names
+/// the original. (A backup not mirrored yet is fetched: `queue_missing_backups`.)
+async fn link_backup(conn: &mut PgConnection, original: &str, backup: &str) -> sqlx::Result<()> {
+    if backup == original {
+        return Ok(());
+    }
+    lock_backup_link(conn, backup).await?;
+    sqlx::query!(
+        "UPDATE access_codes SET backup_of_access_code_id = $2, updated_at = clock_timestamp()
+         WHERE access_code_id = $1 AND backup_of_access_code_id IS DISTINCT FROM $2",
+        backup,
+        original,
+    )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Queues a fetch of each backup that these codes name and the mirror does not
+/// hold yet. Run after the fetch's own transaction (it locks queue rows, which a
+/// fetch holding its own must not wait for); should it not run, the next fetch of
+/// the original does it.
+pub async fn queue_missing_backups(conn: &mut PgConnection, access_code_ids: &[String]) -> sqlx::Result<u64> {
+    let missing = sqlx::query!(
+        r#"SELECT o.pulled_backup_access_code_id AS "backup!", o.device_id, o.workspace_id, o.connected_account_id
+           FROM access_codes o
+           WHERE o.access_code_id = ANY($1) AND o.pulled_backup_access_code_id IS NOT NULL
+             AND o.pulled_backup_access_code_id <> o.access_code_id
+             AND NOT EXISTS (SELECT 1 FROM access_codes b WHERE b.access_code_id = o.pulled_backup_access_code_id)
+           ORDER BY 1"#,
+        access_code_ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut requests: Vec<RefetchRequest> = missing
+        .iter()
+        .map(|row| RefetchRequest {
+            access_code_id: &row.backup,
+            endpoint: CodeEndpoint::Managed,
+            device_id: row.device_id.as_deref(),
+            workspace_id: row.workspace_id.as_deref(),
+            connected_account_id: row.connected_account_id.as_deref(),
+            event: None,
+            requests: 1,
+        })
+        .collect();
+    requests.dedup_by(|a, b| a.access_code_id == b.access_code_id);
+    queue::enqueue_all(conn, &requests).await?;
+    Ok(requests.len() as u64)
 }
 
 /// Marks a code Seam no longer has as deleted (creating the row if the code was
@@ -378,6 +467,7 @@ async fn record_change(
     change: &Change,
     previous_status: Option<&str>,
     now: &Snapshot,
+    backup_of: Option<&str>,
 ) -> sqlx::Result<()> {
     let trigger = &fetch.trigger;
     let fields: Vec<&str> = change.fields.iter().map(|field| field.as_str()).collect();
@@ -403,7 +493,7 @@ async fn record_change(
     )
     .execute(&mut *conn)
     .await?;
-    let payload = serde_json::json!({
+    let mut payload = serde_json::json!({
         "access_code_id": fetch.access_code_id,
         "change": change.kind,
         "changes": fields,
@@ -414,6 +504,13 @@ async fn record_change(
         "errors": now.errors.as_array().map_or(0, Vec::len),
         "event_type": trigger.event_type,
     });
+    // The backup relation, so that an application can hand the guest the backup PIN.
+    if let Some(backup) = &now.pulled_backup_access_code_id {
+        payload["backup_access_code_id"] = backup.as_str().into();
+    }
+    if let Some(original) = backup_of {
+        payload["backup_of_access_code_id"] = original.into();
+    }
     sqlx::query!("SELECT pg_notify($1, $2)", CHANGE_CHANNEL, payload.to_string()).execute(conn).await?;
     Ok(())
 }

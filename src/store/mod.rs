@@ -4,6 +4,7 @@
 //! one-replica-at-a-time lock of the periodic jobs (`run_lock`).
 
 pub mod admin;
+pub mod backup;
 pub mod import;
 pub mod intake;
 pub mod mirror;

@@ -51,6 +51,25 @@ crate::text_enum::text_enum! {
 }
 
 crate::text_enum::text_enum! {
+    /// How one attempt to pull a backup access code ended (`jobs::backup`).
+    pub enum BackupPullOutcome {
+        /// Seam answered with the backup code.
+        Pulled = "pulled",
+        /// After an answer was lost (a crash, a timeout), the code showed the backup
+        /// Seam had pulled: no second call.
+        Recovered = "recovered",
+        /// Seam refused (a 4xx): failed, with Seam's reason.
+        Rejected = "rejected",
+        /// 429, 5xx, no answer, a rejected key: tried again later.
+        Retried = "retried",
+        /// Retried `worker.max_attempts` times: failed.
+        GaveUp = "gave_up",
+        /// The code no longer exists.
+        Gone = "gone",
+    }
+}
+
+crate::text_enum::text_enum! {
     /// What a code the import listed did to the mirror.
     pub enum ImportCode {
         Created = "created", Changed = "changed", Unchanged = "unchanged",
@@ -95,6 +114,8 @@ crate::text_enum::text_enum! {
         IntakeWriter = "intake_writer",
         /// Asks Seam which workspace each credential reaches until it knows.
         Workspaces = "workspaces",
+        /// Decides and makes backup access code pulls.
+        BackupPulls = "backup_pulls",
     }
 }
 
@@ -193,6 +214,7 @@ pub struct Metrics {
     pub import_refetches: Counters<KindLabel<ImportRefetch>>,
     pub import_seam_calls: Counters<ListLabels>,
     pub task_failures: Counters<TaskLabel>,
+    pub backup_pulls: Counters<Outcome<BackupPullOutcome>>,
     pub events_unroutable: Counter,
     pub workspace_mismatches: Counter,
     catch_up_mark_age: GaugeF64,
@@ -267,6 +289,8 @@ impl Metrics {
             Family::default() },
             task_failures: register! { "task_failures", "Panics and unexpected ends of background work, by task: a task restarted, or one step of it failed",
             Family::default() },
+            backup_pulls: register! { "backup_pulls", "Attempts to pull a backup access code, by outcome: pulled, recovered (found pulled after a lost answer), rejected, retried, gave_up, gone",
+            Family::default() },
             events_unroutable: register! { "events_unroutable", "Accepted events of a workspace no configured credential reaches: stored, not fetched until one is added",
             Counter::default() },
             workspace_mismatches: register! { "webhook_workspace_mismatches", "Deliveries refused because a workspace's secret signed another workspace's event",
@@ -300,6 +324,10 @@ impl Metrics {
 
     pub fn worker_error(&self, kind: WorkerError) {
         self.worker_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn backup_pull(&self, outcome: BackupPullOutcome) {
+        self.backup_pulls.get_or_create(&Outcome { outcome }).inc();
     }
 
     pub fn task_failure(&self, task: Task) {

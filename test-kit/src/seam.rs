@@ -20,6 +20,13 @@
 //!   requests with it then list (events, devices, codes) only the items of that
 //!   workspace (`workspace_id`; items naming none are listed to every credential),
 //!   as Seam lists a workspace's own. Credentials without one see everything.
+//! - `POST /access_codes/pull_backup_access_code` as Seam documents it: for a
+//!   `time_bound` code set, makes (or reuses) the backup `<id>_backup` on the same
+//!   device (`is_backup: true`), sets the original's `pulled_backup_access_code_id`
+//!   and answers `{backup_access_code, access_code}`; 400
+//!   `access_code_not_time_bound` otherwise, 404 `access_code_not_found` for a code
+//!   never set; one-off answers queued with [`SeamHandle::answer_pull_next`] come
+//!   first (with or without the pull taking effect: a lost answer).
 //! - [`Mode`]s for every request: HTTP errors, slow answers; and [`StandIn::go_down`]
 //!   / [`StandIn::come_up`] (connections refused, then the same port again).
 //! - [`SeamHandle::send_request_id`]: every answer names its request in a
@@ -134,6 +141,8 @@ type Generator = Arc<dyn Fn(&str) -> Value + Send + Sync>;
 struct Shared {
     answers: Mutex<HashMap<String, Answer>>,
     next: Mutex<VecDeque<Answer>>,
+    /// One-off answers to pull calls, and whether the pull takes effect first.
+    next_pull: Mutex<VecDeque<(Answer, bool)>>,
     unknown: Mutex<Option<Generator>>,
     /// The event log, each with its `created_at` read once.
     events: Mutex<Vec<(Option<DateTime<Utc>>, Value)>>,
@@ -190,6 +199,12 @@ impl SeamHandle {
     /// The next fetch, whatever its code, gets `answer` (queued: one answer per call).
     pub fn answer_next(&self, answer: Answer) {
         self.0.next.lock().unwrap().push_back(answer);
+    }
+
+    /// The next pull call gets `answer`; with `pulls`, the backup is pulled first
+    /// all the same (an answer lost on the way back: a 500, a slow answer).
+    pub fn answer_pull_next(&self, answer: Answer, pulls: bool) {
+        self.0.next_pull.lock().unwrap().push_back((answer, pulls));
     }
 
     /// Codes nobody set are found as `code(id)` instead of answered 404.
@@ -440,6 +455,67 @@ async fn get_code(
     answer.into_response()
 }
 
+/// `POST /access_codes/pull_backup_access_code`.
+async fn pull_backup(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+    *shared.per_path.lock().unwrap().entry(uri.path().to_owned()).or_default() += 1;
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let id = request["access_code_id"].as_str().unwrap_or_default().to_owned();
+    *shared.per_code.lock().unwrap().entry(id.clone()).or_default() += 1;
+    let answer = match mode(&shared).await {
+        Some(error) => error,
+        None => {
+            let next = shared.next_pull.lock().unwrap().pop_front();
+            match next {
+                Some((answer, pulls)) => {
+                    if pulls {
+                        pull(&shared, &id);
+                    }
+                    answer
+                }
+                None => pull(&shared, &id),
+            }
+        }
+    };
+    shared.count_answer(answer.status);
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    answer.into_response()
+}
+
+/// Pulls a backup for `id` as Seam does (the same one again when pulled before).
+fn pull(shared: &Shared, id: &str) -> Answer {
+    let mut answers = shared.answers.lock().unwrap();
+    let Some(mut original) = answers.get(id).and_then(|a| a.code.clone()) else {
+        let error =
+            json!({"error": {"type": "access_code_not_found", "message": "Access code not found"}, "ok": false});
+        return Answer::json(404, error);
+    };
+    if original["type"] != "time_bound" {
+        let error = json!({"error": {"type": "access_code_not_time_bound", "message": "Can only pull backup access codes for time bound access codes"}, "ok": false});
+        return Answer::json(400, error);
+    }
+    let backup_id =
+        original["pulled_backup_access_code_id"].as_str().map_or_else(|| format!("{id}_backup"), str::to_owned);
+    let backup = match answers.get(&backup_id).and_then(|a| a.code.clone()) {
+        Some(backup) => backup,
+        None => {
+            let mut backup = original.clone();
+            let fields = json!({
+                "access_code_id": backup_id, "name": format!("Backup of {id}"), "code": "7391",
+                "status": "set", "warnings": [], "errors": [], "is_backup": true,
+                "is_backup_access_code_available": false, "pulled_backup_access_code_id": null,
+            });
+            backup.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            answers.insert(backup_id.clone(), Answer::found(backup.clone()));
+            backup
+        }
+    };
+    original["pulled_backup_access_code_id"] = backup_id.clone().into();
+    answers.insert(id.to_owned(), Answer::found(original.clone()));
+    Answer::json(200, json!({"backup_access_code": backup, "access_code": original, "ok": true}))
+}
+
 /// What Seam answers for `id` on the managed or the unmanaged endpoint.
 fn code_answer(shared: &Shared, id: &str, unmanaged: bool) -> Answer {
     let set = shared.answers.lock().unwrap().get(id).cloned();
@@ -674,6 +750,7 @@ fn serve(
         .route("/access_codes/list", post(list_items))
         .route("/access_codes/unmanaged/list", post(list_items))
         .route("/workspaces/get", get(get_workspace))
+        .route("/access_codes/pull_backup_access_code", post(pull_backup))
         .layer(axum::middleware::from_fn_with_state(handle.0.clone(), check_credential))
         .layer(axum::middleware::map_response_with_state(handle.0.clone(), name_request))
         .with_state(handle.0);

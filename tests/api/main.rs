@@ -1,6 +1,7 @@
 //! One integration-test binary: each module a capability, each test a sentence.
 
 mod abuse;
+mod backup;
 mod contract;
 mod helpers;
 mod import;
