@@ -153,6 +153,12 @@ export async function startFront({ db, fakeUrl, host, log }) {
     return { page, pagination: { next_page_cursor, has_next_page, next_page_url } }
   }
 
+  // Answers held back (`POST /hold` of the control API): the request is forwarded and
+  // answered by the fake at once (so Seam has acted), its answer to the caller waits
+  // `ms`. Per route (`POST /access_codes/pull_backup_access_code`): armed, holding, held.
+  const holds = {}
+  const holdArmed = (route) => (holds[route]?.armed ?? 0) > 0
+
   const inWorkspace = (workspace_id) => (code) => code.workspace_id == null || code.workspace_id === workspace_id
 
   // Routes the harness answers, or whose answer it fixes. Each gets `ctx` ({method, path,
@@ -263,6 +269,29 @@ export async function startFront({ db, fakeUrl, host, log }) {
       return { status: 200, json: { ...answer.json, events: answer.json.events.filter(inWorkspace(workspace_id)).slice(0, max) } }
     },
 
+    // The fake answers `{backup_access_code}` only; the document requires `access_code`
+    // (the original, now naming its backup in `pulled_backup_access_code_id`) and `ok`
+    // too. A backup the fake makes has no `type` (required): Seam's backups take the
+    // original's time frame, so it is stored `time_bound` (every later get says so too).
+    // And, as on `/access_codes/get`, a code of another workspace than the key's is 404.
+    '/access_codes/pull_backup_access_code': async (ctx) => {
+      const { answer: refused, workspace_id } = await auth(ctx)
+      if (refused) return refused
+      const stored = db.access_codes.find((c) => c.access_code_id === ctx.params.access_code_id)
+      if (stored != null && (stored.is_managed === false || !inWorkspace(workspace_id)(stored))) {
+        return seamError(404, 'access_code_not_found', 'Could not find an access_code with access_code_id')
+      }
+      const answer = await ctx.forward()
+      const pulled = answer.json?.backup_access_code
+      if (answer.status !== 200 || pulled == null) return answer
+      let backup = db.access_codes.find((c) => c.access_code_id === pulled.access_code_id) ?? pulled
+      if (backup.type == null) {
+        backup = db.updateAccessCode({ access_code_id: backup.access_code_id, type: backup.starts_at != null ? 'time_bound' : 'ongoing' })
+      }
+      const original = db.access_codes.find((c) => c.access_code_id === ctx.params.access_code_id)
+      return { status: 200, json: { access_code: managedCode(original), backup_access_code: managedCode(backup), ok: true } }
+    },
+
     // An API key the fake does not know: its other routes answer Seam's 401
     // `unauthorized`, this one 400 `missing_workspace_id` (it tries the key as a user
     // session): answered as the others do.
@@ -345,6 +374,15 @@ export async function startFront({ db, fakeUrl, host, log }) {
       entry.statuses[status] = (entry.statuses[status] ?? 0) + 1
       if (handler) entry.fixed_by_harness = true
       recordCredential(route, ctx, status)
+      if (holdArmed(route)) {
+        const hold = holds[route]
+        hold.armed--
+        hold.holding++
+        log(`front: holding the answer to ${request} for ${hold.ms} ms`)
+        await new Promise((resolve) => setTimeout(resolve, hold.ms).unref())
+        hold.holding--
+        hold.held++
+      }
     } catch (err) {
       log(`front: ${request} failed:`, err)
       text = JSON.stringify({ error: { type: 'harness_front_error', message: String(err?.message ?? err) }, ok: false })
@@ -377,6 +415,16 @@ export async function startFront({ db, fakeUrl, host, log }) {
     }),
     // `GET /credentials` of the control API.
     credentials: () => credentials,
+    // `POST /hold` of the control API: hold the answers of the next `count` calls of `route`.
+    hold(route, ms, count) {
+      const entry = (holds[route] ??= { ms, armed: 0, holding: 0, held: 0 })
+      entry.ms = ms
+      entry.armed = count
+      return { ...entry }
+    },
+    // `GET /holds` of the control API.
+    holds: () => holds,
+
     reset() {
       credentials.calls = []
       credentials.by_route = {}

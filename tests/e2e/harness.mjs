@@ -377,6 +377,20 @@ const routes = {
   },
   'GET /workspaces': async () => ({ workspaces: workspaces.map(publicWorkspace) }),
 
+  // Holds back the answers to the next `count` (default 1) calls of `route` (e.g.
+  // `POST /access_codes/pull_backup_access_code`) for `ms`: each is forwarded to the fake
+  // and answered by it at once (Seam has acted), the caller waits. `GET /holds` says how
+  // many are armed, being held, held.
+  'POST /hold': async ({ body }) => {
+    const route = requireString(body.route, 'route')
+    const ms = body.ms
+    const count = body.count ?? 1
+    if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new HttpError(400, 'ms must be 0..600000')
+    if (!Number.isInteger(count) || count < 0) throw new HttpError(400, 'count must be a whole number')
+    return { hold: front.hold(route, ms, count) }
+  },
+  'GET /holds': async () => ({ holds: front.holds() }),
+
   // Which credential (bearer token) each Seam call through the front used: every call
   // `{route, access_code_id, credential, status}`, and counts per route and per code.
   'GET /credentials': async () => front.credentials(),

@@ -7,6 +7,7 @@
 //! Each test gets a fresh fake and a fresh database.
 
 mod api_key;
+mod backup;
 mod catch_up;
 mod contract;
 mod delivery;

@@ -170,6 +170,25 @@ impl Harness {
         self.call(reqwest::Method::GET, "/credentials", json!({})).await
     }
 
+    /// How many Seam calls so far went to `route` (`"POST /access_codes/pull_backup_access_code"`),
+    /// whatever their credential (the front's `/credentials` record counts every call).
+    pub async fn calls_to(&self, route: &str) -> u64 {
+        let record = self.credentials().await;
+        record["by_route"][route].as_object().map_or(0, |per_key| per_key.values().filter_map(Value::as_u64).sum())
+    }
+
+    /// Holds back the answer to the next call of `route` for `ms` (`POST /hold`): the
+    /// fake answers at once (Seam has acted), the caller waits.
+    pub async fn hold_next(&self, route: &str, ms: u64) {
+        self.post("/hold", json!({ "route": route, "ms": ms })).await;
+    }
+
+    /// How many answers to `route` the front is holding back now (`GET /holds`).
+    pub async fn holding(&self, route: &str) -> u64 {
+        let answer = self.call(reqwest::Method::GET, "/holds", json!({})).await;
+        answer["holds"][route]["holding"].as_u64().unwrap_or(0)
+    }
+
     /// The Seam calls so far that named `access_code_id`: `(route, credential)` each.
     pub async fn calls_for(&self, access_code_id: &str) -> Vec<(String, String)> {
         let record = self.credentials().await;
@@ -607,6 +626,13 @@ impl E2e {
             e2e.start_up_catch_up(since).await;
         }
         e2e
+    }
+
+    /// SIGKILLs the service (no shutdown: a call in flight is abandoned, claims stay
+    /// taken until their lease ends) and starts it again, same settings, same database.
+    pub async fn kill_and_relaunch(&mut self) {
+        self.service.sigkill();
+        self.service.launch().await.unwrap_or_else(|e| panic!("the service did not start again: {e:#}"));
     }
 
     /// Waits for the catch-up run the service makes when it starts (it reads Seam's

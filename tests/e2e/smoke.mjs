@@ -351,6 +351,34 @@ async function main() {
   r = await call(ctl, 'POST', '/api_keys/rotate', { body: { workspace_id: 'nope' } })
   check('an unknown workspace_id -> 404', r.status === 404, r.json)
 
+  // The pull of a backup access code: the fake's answer completed (access_code, type,
+  // pending_mutations), the same backup again, ongoing codes refused, other workspaces' 404.
+  r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[2], name: 'pull', starts_at: startsAt, ends_at: endsAt } })
+  const pullFor = r.json?.access_code?.access_code_id
+  r = await call(seam, 'POST', '/access_codes/pull_backup_access_code', { key, body: { access_code_id: pullFor } })
+  const pulled = r.json?.backup_access_code
+  check('pull_backup_access_code answers the original and its backup', r.status === 200 && r.json.ok === true && r.json.access_code?.pulled_backup_access_code_id === pulled?.access_code_id && pulled?.is_backup === true && pulled.type === 'time_bound' && Array.isArray(pulled.pending_mutations), r.json)
+  r = await call(seam, 'GET', `/access_codes/get?access_code_id=${pulled?.access_code_id}`, { key })
+  check('the backup is time_bound on get too', r.status === 200 && r.json.access_code.type === 'time_bound', r.json)
+  r = await call(seam, 'POST', '/access_codes/pull_backup_access_code', { key, body: { access_code_id: pullFor } })
+  check('a second pull answers the same backup', r.status === 200 && r.json.backup_access_code?.access_code_id === pulled?.access_code_id, r.json)
+  r = await call(ctl, 'POST', '/codes', { body: { device_id: devices[2], name: 'ongoing' } })
+  r = await call(seam, 'POST', '/access_codes/pull_backup_access_code', { key, body: { access_code_id: r.json?.access_code?.access_code_id } })
+  check('an ongoing code -> 400 access_code_not_time_bound', r.status === 400 && r.json?.error?.type === 'access_code_not_time_bound', r.json)
+  r = await call(seam, 'POST', '/access_codes/pull_backup_access_code', { key: newB, body: { access_code_id: pullFor } })
+  check("another workspace's key -> 404", r.status === 404 && r.json?.error?.type === 'access_code_not_found', r.json)
+
+  // POST /hold: the next call is answered by the fake at once, its answer held back.
+  r = await call(ctl, 'POST', '/hold', { body: { route: 'GET /devices/list', ms: 300 } })
+  check('POST /hold arms one', r.status === 200 && r.json?.hold?.armed === 1, r.json)
+  const heldFrom = Date.now()
+  const held = call(seam, 'GET', '/devices/list', { key })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  r = await call(ctl, 'GET', '/holds')
+  check('GET /holds shows it held', r.json?.holds?.['GET /devices/list']?.holding === 1, r.json)
+  r = await held
+  check('the held answer comes after ms', r.status === 200 && Date.now() - heldFrom >= 290, Date.now() - heldFrom)
+
   r = await call(ctl, 'GET', '/contract/violations')
   check('contract report: the fixed answers break nothing', r.json?.violation_count === 0, r.json?.violations)
 
