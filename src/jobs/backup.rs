@@ -167,6 +167,7 @@ impl BackupPuller {
             started_at: claim.claimed_at,
         };
         mirror::apply(&mut tx, &fetch, Observed::Found(&backup), self.store_pins).await?;
+        mirror::link_pulled_backup(&mut tx, &claim.access_code_id, &backup_id).await?;
         tx.commit().await?;
         self.metrics.backup_pull(BackupPullOutcome::Pulled);
         tracing::info!(access_code_id = %claim.access_code_id, backup_access_code_id = %backup_id, "backup access code pulled");

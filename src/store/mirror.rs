@@ -395,6 +395,14 @@ async fn link_backup(conn: &mut PgConnection, original: &str, backup: &str) -> s
     Ok(())
 }
 
+/// Links a backup the service just pulled (and mirrored from Seam's answer) to its
+/// original at once, inside the caller's transaction: the original's row names it
+/// only after its own re-fetch, which may come later (no worker runs beside
+/// `pull-backup`).
+pub async fn link_pulled_backup(conn: &mut PgConnection, original: &str, backup: &str) -> sqlx::Result<()> {
+    link_backup(conn, original, backup).await
+}
+
 /// Queues a fetch of each backup that these codes name and the mirror does not
 /// hold yet. Run after the fetch's own transaction (it locks queue rows, which a
 /// fetch holding its own must not wait for); should it not run, the next fetch of
