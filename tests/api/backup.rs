@@ -174,7 +174,9 @@ async fn a_code_that_fails_to_set_gets_one_backup_pulled_mirrored_and_linked(poo
     assert!(matches!(&steps[..], [PullStep::Done { result: PullResult::Pulled(_), .. }]), "{steps:?}");
     assert_eq!(seam.calls_to(PULL), 1);
     assert_eq!(pull_row(&pool, "ac_1").await, Some(("pulled".into(), 1, Some("ac_1_backup".into()), None)));
-    // The backup is mirrored from the answer; the original is fetched again.
+    // The backup is mirrored from the answer and linked to its original at once.
+    assert_eq!(link(&pool, "ac_1_backup").await, (None, Some("ac_1".into()), Some(true)), "before any re-fetch");
+    // The original is fetched again.
     worker(&pool, &seam.url(), "").0.drain().await.unwrap();
     assert_eq!(link(&pool, "ac_1").await.0.as_deref(), Some("ac_1_backup"));
     assert_eq!(link(&pool, "ac_1_backup").await, (None, Some("ac_1".into()), Some(true)));
@@ -376,4 +378,62 @@ async fn nothing_is_pulled_when_off_for_ongoing_codes_or_without_a_backup_pool(p
     let status = seam_access_sync::store::backup::status(&pool, 300).await.unwrap();
     assert_eq!((status.left_alone_not_time_bound, status.left_alone_no_backup_available), (1, 1));
     assert_eq!(status.pulled, 2);
+}
+
+/// `seam-access-sync pull-backup` (the real binary) against the test's database and `seam`.
+fn pull_backup_cli(pool: &PgPool, seam: &StandIn, id: &str, store_pins: bool) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_seam-access-sync"))
+        .args(["pull-backup", id])
+        .env("DATABASE_URL", test_kit::database_url(&pool.connect_options()))
+        .env("SEAM_API_URL", seam.url())
+        .env("SEAM_API_KEY", API_KEY)
+        .env("APP_STORE_PINS", store_pins.to_string())
+        .env("APP_LOG__FORMAT", "text")
+        .env_remove("SEAM_WEBHOOK_SECRET")
+        .output()
+        .expect("the binary runs")
+}
+
+#[sqlx::test]
+async fn the_pull_backup_cli_prints_the_backup_once_and_refuses_an_ongoing_code(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    let seam = StandIn::start().await.unwrap();
+    seam.set_code("ac_1", time_bound("ac_1", json!({})));
+    seam.set_code("ac_2", time_bound("ac_2", json!({})));
+    seam.set_code("ac_ongoing", fixtures::with(time_bound("ac_ongoing", json!({})), json!({"type": "ongoing"})));
+    for id in ["ac_1", "ac_2", "ac_ongoing"] {
+        mirror(&app, &pool, &seam, id, "access_code.created").await;
+    }
+
+    // The backup's id, and no PIN without store_pins.
+    let output = pull_backup_cli(&pool, &seam, "ac_1", false);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(printed.trim(), "backup access code ac_1_backup", "{output:?}");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("7391"), "no PIN in the log either");
+    assert_eq!(seam.calls_to(PULL), 1);
+    assert_eq!(pull_row(&pool, "ac_1").await, Some(("pulled".into(), 1, Some("ac_1_backup".into()), None)));
+    assert_eq!(link(&pool, "ac_1_backup").await, (None, Some("ac_1".into()), Some(true)), "mirrored, linked");
+
+    // Again: the pull it made before, no second call.
+    let again = pull_backup_cli(&pool, &seam, "ac_1", false);
+    assert!(again.status.success(), "{again:?}");
+    let printed = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(printed.trim(), "a backup was pulled for ac_1 before: backup access code ac_1_backup");
+    assert_eq!(seam.calls_to(PULL), 1, "not pulled again");
+
+    // With store_pins, the PIN too.
+    let output = pull_backup_cli(&pool, &seam, "ac_2", true);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "backup access code ac_2_backup\nPIN 7391");
+    assert_eq!(seam.calls_to(PULL), 2);
+
+    // An ongoing code: refused with the reason, exit code non-zero, no call.
+    let refused = pull_backup_cli(&pool, &seam, "ac_ongoing", false);
+    assert!(!refused.status.success(), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("not pulled: ac_ongoing is not time_bound (type ongoing)"), "{said}");
+    assert!(String::from_utf8_lossy(&refused.stdout).trim().is_empty(), "{refused:?}");
+    assert_eq!(seam.calls_to(PULL), 2, "no call for an ongoing code");
+    assert_eq!(pull_row(&pool, "ac_ongoing").await, None);
 }
