@@ -18,6 +18,8 @@ use crate::helpers::*;
 const MANAGED: &str = "0f3a2b1c-4d5e-4f60-8a7b-9c8d7e6f5a4b";
 const UNMANAGED: &str = "1a2b3c4d-5e6f-4a0b-9c1d-2e3f4a5b6c7d";
 const MISSING: &str = "2b3c4d5e-6f70-4b1c-8d2e-3f4a5b6c7d8e";
+const TIME_BOUND: &str = "3c4d5e6f-7081-4c2d-9e3f-4a5b6c7d8e9f";
+const BACKUP: &str = "4d5e6f70-8192-4d3e-8f4a-5b6c7d8e9fa0";
 
 /// One thing to check: an answer (`status`, `body`) or a request (`query`, `body`).
 struct Case {
@@ -114,6 +116,48 @@ async fn the_stand_in_and_the_fixtures_answer_as_seams_document_says(pool: PgPoo
         ));
     }
     seam.set_mode(Mode::Normal);
+
+    // The stand-in's answers to a pull of a backup access code: the backup and the
+    // original (the stand-in names a new backup `<id>_backup`, not a uuid: here the
+    // original already names a uuid one, which a pull answers again); an ongoing code's
+    // 400; an unknown code's 404. And the request the service sends.
+    let frame = json!({"type": "time_bound", "starts_at": "2026-11-25T10:00:00.000Z", "ends_at": "2026-11-26T10:00:00.000Z",
+                       "is_backup_access_code_available": true});
+    seam.set_code(
+        TIME_BOUND,
+        fixtures::with(
+            fixtures::access_code(TIME_BOUND),
+            fixtures::with(frame.clone(), json!({"pulled_backup_access_code_id": BACKUP})),
+        ),
+    );
+    seam.set_code(
+        BACKUP,
+        fixtures::with(
+            fixtures::access_code(BACKUP),
+            fixtures::with(frame, json!({"is_backup": true, "is_backup_access_code_available": false})),
+        ),
+    );
+    let pull = "/access_codes/pull_backup_access_code";
+    for (label, id, status) in [
+        ("stand-in: a pulled backup", TIME_BOUND, 200),
+        ("stand-in: a pull for an ongoing code", MANAGED, 400),
+        ("stand-in: a pull for an unknown code", MISSING, 404),
+    ] {
+        let body = json!({ "access_code_id": id });
+        let answer = http.post(format!("{}{pull}", seam.url())).json(&body).send().await.unwrap();
+        let answer = (answer.status().as_u16(), answer.json::<Value>().await.unwrap_or(Value::Null));
+        assert_eq!(answer.0, status, "{label}: {answer:?}");
+        cases.push(response(label, "POST", pull, answer));
+    }
+    cases.push(Case {
+        label: "the service's pull request".into(),
+        kind: "request",
+        method: "POST",
+        path: "/access_codes/pull_backup_access_code",
+        status: 0,
+        query: String::new(),
+        body: json!({ "access_code_id": TIME_BOUND }),
+    });
 
     // The stand-in's event log, every access_code.* type as the tests build events, and
     // the catch-up's requests for it.
