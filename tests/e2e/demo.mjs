@@ -122,7 +122,8 @@ await waitFor('the service to be ready (GET /readyz)', async () => {
 // On start the service also reads Seam's event log (catch-up); let that first run end,
 // so every event below reaches it by webhook, as the table says.
 await waitFor("the service's start-up catch-up run", async () => {
-  const [state] = sql('SELECT last_run_at IS NOT NULL FROM catch_up_state WHERE id = 1')
+  // One row per workspace; the demo's single key has one.
+  const [state] = sql('SELECT COALESCE(bool_or(last_run_at IS NOT NULL), false) FROM catch_up_state')
   return state?.[0] === 't'
 })
 
