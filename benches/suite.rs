@@ -142,6 +142,7 @@ fn pgbench_script(codes: usize) -> String {
             "ARRAY[now()]".into(),
             "ARRAY['refetch']".into(),
             format!("ARRAY['{payload}']"),
+            "ARRAY['ca_bench']".into(),
         ],
     );
     let enqueue = bind(
@@ -156,6 +157,7 @@ fn pgbench_script(codes: usize) -> String {
             "ARRAY['access_code.set_on_device']".into(),
             "ARRAY[now()]".into(),
             format!("'{}'", seam_access_sync::store::queue::REFETCH_CHANNEL),
+            "ARRAY['ca_bench']".into(),
         ],
     );
     format!("\\set code random(0, {})\nBEGIN;\n{};\n{};\nCOMMIT;\n", codes - 1, events.trim(), enqueue.trim())
