@@ -345,37 +345,41 @@ impl SeamClient {
             CodeEndpoint::Managed => "/access_codes/get",
             CodeEndpoint::Unmanaged => "/access_codes/unmanaged/get",
         };
-        self.pace().await;
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base_url))
-            .query(&[("access_code_id", access_code_id)])
-            .headers(self.auth.clone())
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                return FetchOutcome::Transient {
-                    reason: describe_transport_error(e),
-                    retry_after: None,
-                    status: None,
-                };
-            }
+        let request = self.http.get(format!("{}{path}", self.base_url)).query(&[("access_code_id", access_code_id)]);
+        let (head, body) = match self.answer(request).await {
+            Ok(answer) => answer,
+            Err(failed) => return failed,
         };
-        let Head { status, retry_after, request_id } = Head::of(&response);
-        let outcome = match read_limited(response, self.max_response_bytes).await {
-            Ok(body) => classify(status, &body, retry_after, access_code_id),
+        classify(head.status, &body, head.retry_after, access_code_id).traced(head.request_id.as_ref())
+    }
+
+    /// Sends `request` at the pace, with the credential, and reads its answer within
+    /// `seam.max_response_bytes`. No answer, or one whose body was not read whole,
+    /// is the `Transient` outcome (traced with Seam's request id when one came).
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<(Head, Vec<u8>), FetchOutcome> {
+        self.pace().await;
+        let response = request.headers(self.auth.clone()).send().await.map_err(|e| FetchOutcome::Transient {
+            reason: describe_transport_error(e),
+            retry_after: None,
+            status: None,
+        })?;
+        let head = Head::of(&response);
+        match read_limited(response, self.max_response_bytes).await {
+            Ok(body) => Ok((head, body)),
             Err(e) => {
                 let reason = match e {
-                    BodyError::TooLarge if status == StatusCode::OK => too_large(self.max_response_bytes),
-                    BodyError::TooLarge => format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
+                    BodyError::TooLarge if head.status == StatusCode::OK => too_large(self.max_response_bytes),
+                    BodyError::TooLarge => format!("HTTP {}: {}", head.status, too_large(self.max_response_bytes)),
                     BodyError::Transport(e) => describe_transport_error(e),
                 };
-                FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) }
+                let failed = FetchOutcome::Transient {
+                    reason,
+                    retry_after: head.retry_after,
+                    status: Some(head.status.as_u16()),
+                };
+                Err(failed.traced(head.request_id.as_ref()))
             }
-        };
-        outcome.traced(request_id.as_ref())
+        }
     }
 }
 
@@ -385,41 +389,24 @@ impl SeamClient {
     /// Every 4xx but 401/403 is `Rejected` (a 404 too: the code to pull for is
     /// unknown, nothing to delete); 408, 429, 5xx and no answer are `Transient`.
     pub async fn pull_backup_access_code(&self, access_code_id: &str) -> FetchOutcome {
-        self.pace().await;
-        let response = self
+        let request = self
             .http
             .post(format!("{}/access_codes/pull_backup_access_code", self.base_url))
-            .headers(self.auth.clone())
-            .json(&serde_json::json!({ "access_code_id": access_code_id }))
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                return FetchOutcome::Transient {
-                    reason: describe_transport_error(e),
-                    retry_after: None,
-                    status: None,
-                };
-            }
+            .json(&serde_json::json!({ "access_code_id": access_code_id }));
+        let (head, body) = match self.answer(request).await {
+            Ok(answer) => answer,
+            Err(failed) => return failed,
         };
-        let Head { status, retry_after, request_id } = Head::of(&response);
-        let outcome = match read_limited(response, self.max_response_bytes).await {
-            Ok(body) if status == StatusCode::OK => parse_pulled(&body)
-                .unwrap_or_else(|reason| FetchOutcome::Transient { reason, retry_after: None, status: Some(200) }),
-            Ok(body) if status == StatusCode::NOT_FOUND => {
-                FetchOutcome::Rejected { status: 404, message: seam_error_text(&body) }
-            }
-            Ok(body) => classify(status, &body, retry_after, access_code_id),
-            Err(e) => {
-                let reason = match e {
-                    BodyError::TooLarge => format!("HTTP {status}: {}", too_large(self.max_response_bytes)),
-                    BodyError::Transport(e) => describe_transport_error(e),
-                };
-                FetchOutcome::Transient { reason, retry_after, status: Some(status.as_u16()) }
-            }
+        let outcome = match head.status {
+            StatusCode::OK => parse_pulled(&body).unwrap_or_else(|reason| FetchOutcome::Transient {
+                reason,
+                retry_after: None,
+                status: Some(200),
+            }),
+            StatusCode::NOT_FOUND => FetchOutcome::Rejected { status: 404, message: seam_error_text(&body) },
+            status => classify(status, &body, head.retry_after, access_code_id),
         };
-        outcome.traced(request_id.as_ref())
+        outcome.traced(head.request_id.as_ref())
     }
 }
 
