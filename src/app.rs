@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::http::read_api::ApiTokens;
 use crate::http::serve::{ConnectionLimits, serve};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Shared};
 use crate::jobs::backup::BackupPuller;
 use crate::jobs::catch_up::CatchUp;
 use crate::jobs::import::Import;
@@ -104,7 +104,7 @@ impl Application {
         let (intake, intake_writers) =
             IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
         let settings = Arc::new(settings);
-        let state = AppState { pool, settings, verifier, clock, workspaces, metrics, intake, api_tokens };
+        let state = AppState::new(Shared { pool, settings, verifier, clock, workspaces, metrics, intake, api_tokens });
         Ok(Application { listener, state, worker, catch_up, import, intake_writers, backup })
     }
 

@@ -5,6 +5,12 @@ use seam_access_sync::cli::{self, Cli, Command};
 use seam_access_sync::config::Settings;
 use seam_access_sync::telemetry;
 
+/// mimalloc: the request path allocates many small, short-lived buffers (JSON,
+/// headers, query arguments); glibc's malloc spent ~16 % of the service's CPU on
+/// them (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes: 0 done, 1 failed (database, Seam, …), 2 bad settings or usage.
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,6 +28,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log, !matches!(command, Command::Serve));
+    let _flushed_at_exit = telemetry::init(&settings.log, !matches!(command, Command::Serve));
     cli::run(command, settings).await
 }

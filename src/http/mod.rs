@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::clock::Clock;
@@ -34,9 +34,26 @@ use crate::store::intake::IntakeWriter;
 use crate::telemetry::metrics::{HttpLabels, HttpMethod, Metrics};
 use read_api::ApiTokens;
 
-/// What every handler can reach.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// What every handler can reach, behind one `Arc`: extracting it clones one
+/// pointer per request, not one per field.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of `AppState`.
+pub struct Shared {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub verifier: Arc<Verifier>,
@@ -88,7 +105,12 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", %method, path, request_id)
                 })
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
+                    // A stored delivery has logged its own line, which says more.
+                    if response.extensions().get::<Logged>().is_none() {
+                        DefaultOnResponse::new().level(Level::INFO).on_response(response, latency, span)
+                    }
+                }),
         )
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -98,6 +120,10 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
+
+/// Marks a response whose request has logged its own line: the access log skips it.
+#[derive(Clone, Copy)]
+pub struct Logged;
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character.
 fn truncated(text: &str, max: usize) -> &str {

@@ -1,7 +1,6 @@
 //! A Seam event as webhooks (and `/events/list`) carry it: one flat JSON object.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 /// Longest id we accept in an event; Seam ids are uuids (36 characters).
@@ -231,7 +230,6 @@ pub enum EventError {
 }
 
 /// The fields we read; everything else stays in the raw payload.
-#[derive(Deserialize)]
 struct Fields {
     event_id: Option<Value>,
     event_type: Option<Value>,
@@ -240,6 +238,22 @@ struct Fields {
     connected_account_id: Option<Value>,
     workspace_id: Option<Value>,
     occurred_at: Option<Value>,
+}
+
+impl Fields {
+    /// Copies of the fields of an object (not of the whole tree).
+    fn of(payload: &Value) -> Fields {
+        let field = |name: &str| payload.get(name).cloned();
+        Fields {
+            event_id: field("event_id"),
+            event_type: field("event_type"),
+            access_code_id: field("access_code_id"),
+            device_id: field("device_id"),
+            connected_account_id: field("connected_account_id"),
+            workspace_id: field("workspace_id"),
+            occurred_at: field("occurred_at"),
+        }
+    }
 }
 
 impl SeamEvent {
@@ -254,7 +268,7 @@ impl SeamEvent {
         if holds_nul(&payload) {
             return Err(EventError::NulCharacter);
         }
-        let fields: Fields = serde_json::from_value(payload.clone()).map_err(|_| EventError::NotAnObject)?;
+        let fields = Fields::of(&payload);
         let event_id = required_id(fields.event_id, "event_id")?;
         let event_type = required_id(fields.event_type, "event_type")?;
         let access_code_id = optional_id(fields.access_code_id, "access_code_id")?;
