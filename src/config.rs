@@ -203,6 +203,20 @@ pub struct SeamSettings {
     pub timeout_ms: u64,
     /// Largest answer read from Seam; a larger one is dropped unread (a transient failure).
     pub max_response_bytes: usize,
+    /// The circuit breaker shared by every call (`seam::breaker`).
+    pub breaker: BreakerSettings,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the circuit.
+    pub failures: u32,
+    /// The first wait before a probe; doubled after each failed probe.
+    pub open_ms: u64,
+    /// The longest wait between probes.
+    pub max_open_ms: u64,
+    /// How long calls take to ramp up to full pace after a probe is answered.
+    pub ramp_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +229,9 @@ pub struct WorkerSettings {
     pub backoff_max_ms: u64,
     pub max_attempts: i32,
     pub auth_failure_retry_seconds: u64,
+    /// A code asked for again while it was being fetched is fetched again this
+    /// long after the fetch ends (not at once), so a burst costs two calls.
+    pub requested_again_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +308,9 @@ impl Settings {
         }
         if self.retention.events_days == 1 {
             bail!("retention.events_days must be 0 (keep) or at least 2: Svix retries for about 28 hours");
+        }
+        if self.seam.breaker.failures == 0 || self.seam.breaker.open_ms == 0 {
+            bail!("seam.breaker.failures and seam.breaker.open_ms must be at least 1");
         }
         if self.seam.max_response_bytes < MIN_SEAM_RESPONSE_BYTES {
             bail!("seam.max_response_bytes must be at least {MIN_SEAM_RESPONSE_BYTES}");
@@ -502,9 +522,24 @@ impl SeamSettings {
     }
 }
 
+impl BreakerSettings {
+    pub fn open(&self) -> Duration {
+        Duration::from_millis(self.open_ms)
+    }
+    pub fn max_open(&self) -> Duration {
+        Duration::from_millis(self.max_open_ms.max(self.open_ms))
+    }
+    pub fn ramp(&self) -> Duration {
+        Duration::from_millis(self.ramp_ms)
+    }
+}
+
 impl WorkerSettings {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn requested_again_delay(&self) -> Duration {
+        Duration::from_millis(self.requested_again_delay_ms)
     }
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds)

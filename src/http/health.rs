@@ -53,11 +53,22 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (Statu
     } else {
         json!({ "refetches": 0 })
     };
+    // Seam failing does not make this process unready (webhooks are still stored);
+    // the breaker's state says why the mirror is not moving.
+    let seam_breaker = match state.workspaces.breaker().map(|b| b.view()) {
+        None => json!({ "state": "closed", "reason": "no Seam calls in this process" }),
+        Some(view) => json!({
+            "state": view.state.as_str(),
+            "consecutive_failures": view.consecutive_failures,
+            "next_call_in_ms": view.wait.map(|w| w.as_millis() as u64),
+            "times_opened": view.times_opened,
+        }),
+    };
     let ready = database["ok"] == true && seam_api_key["ok"] == true;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "ready": ready, "database": database, "seam_api_key": seam_api_key, "workspaces": workspaces,
-        "unroutable": unroutable,
+        "unroutable": unroutable, "seam_breaker": seam_breaker,
     });
     (status, Json(body))
 }

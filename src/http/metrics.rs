@@ -13,7 +13,7 @@ pub async fn serve(State(state): State<AppState>) -> Response {
     match admin::queue_status(&state.pool).await {
         Ok(queue) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            state.metrics.render(&queue),
+            state.metrics.render(&queue, state.workspaces.breaker().map(|b| b.view()).as_ref()),
         )
             .into_response(),
         Err(e) => {

@@ -227,6 +227,8 @@ impl BackupPuller {
                 let delay = crate::jobs::worker::backoff(&self.worker, claim.attempts, retry_after);
                 self.retry(claim, delay, true, reason).await
             }
+            // Seam is failing (the breaker is open): wait for it without spending an attempt.
+            FetchOutcome::NotCalled { reason, retry_in } => self.retry(claim, retry_in, false, reason).await,
             FetchOutcome::KeyRejected { status, message } => {
                 workspace.key_status.rejected(format!("HTTP {status}: {message}"));
                 let delay = Duration::from_secs(self.worker.auth_failure_retry_seconds);

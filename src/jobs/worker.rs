@@ -28,6 +28,8 @@ pub struct Worker {
     settings: WorkerSettings,
     store_pins: bool,
     metrics: Arc<Metrics>,
+    /// Wakes the loops: on NOTIFY, and when a code asked for again is due.
+    wake: Arc<Notify>,
 }
 
 /// What one step of the worker did.
@@ -57,7 +59,7 @@ impl Worker {
         store_pins: bool,
         metrics: Arc<Metrics>,
     ) -> Worker {
-        Worker { pool, workspaces, settings, store_pins, metrics }
+        Worker { pool, workspaces, settings, store_pins, metrics, wake: Arc::new(Notify::new()) }
     }
 
     /// Claims, fetches and stores one due re-fetch.
@@ -100,6 +102,12 @@ impl Worker {
                     Failure::Retry { delay: self.backoff(claim.attempts, retry_after), counts: true }
                 };
                 self.fail(&claim, failure, &reason).await?
+            }
+            // Seam is failing: the breaker made no call. The code keeps its attempts and
+            // is due when the breaker lets calls through again (the loops wait for
+            // the breaker before claiming, so this happens only in a race for a probe).
+            FetchOutcome::NotCalled { reason, retry_in } => {
+                self.fail(&claim, Failure::Retry { delay: retry_in, counts: false }, &reason).await?
             }
             FetchOutcome::KeyRejected { status, message } => {
                 tracing::error!(
@@ -184,8 +192,16 @@ impl Worker {
             return Ok(TaskResult::ClaimLost);
         }
         let applied = mirror::apply(&mut tx, &fetch_of(claim, endpoint), observed, self.store_pins).await?;
-        let completion = queue::complete(&mut tx, claim).await?;
+        let again_after = self.settings.requested_again_delay();
+        let completion = queue::complete(&mut tx, claim, again_after).await?;
         tx.commit().await?;
+        if completion == Completion::RequestedAgain && !again_after.is_zero() {
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(again_after).await;
+                wake.notify_one();
+            });
+        }
         // A backup pulled for this code that the mirror does not hold yet is fetched too.
         if matches!(observed, Observed::Found(found) if found.code.pulled_backup_access_code_id.is_some()) {
             let mut conn = self.pool.acquire().await?;
@@ -246,7 +262,7 @@ impl Worker {
     /// Adds the worker's tasks to `supervisor`: `concurrency` loops (`worker`) and the
     /// task that wakes them on NOTIFY (`worker_listener`).
     pub fn supervise(self, supervisor: &mut Supervisor) {
-        let wake = Arc::new(Notify::new());
+        let wake = self.wake.clone();
         let (pool, listener_wake) = (self.pool.clone(), wake.clone());
         supervisor
             .spawn(Task::WorkerListener, move |cancel| listen_for_work(pool.clone(), listener_wake.clone(), cancel));
@@ -256,7 +272,17 @@ impl Worker {
                 let (worker, wake) = (worker.clone(), wake.clone());
                 async move {
                     let poll = worker.settings.poll_interval();
-                    work_loop(|| worker.try_execute_task(), &wake, poll, &worker.metrics, &cancel).await
+                    let step = || async {
+                        // While Seam is failing, claim nothing: the queue stays as it is.
+                        if let Some(breaker) = worker.workspaces.breaker() {
+                            tokio::select! {
+                                _ = breaker.ready() => {}
+                                _ = cancel.cancelled() => return Ok(TaskOutcome::EmptyQueue),
+                            }
+                        }
+                        worker.try_execute_task().await
+                    };
+                    work_loop(step, &wake, poll, &worker.metrics, &cancel).await
                 }
             });
         }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::SeamSettings;
+use crate::seam::breaker::{Breaker, CallResult, NotCalled};
 use crate::seam::credential::Credential;
 use crate::seam::event::CodeEndpoint;
 use crate::seam::redact::{bounded, describe_json_error, seam_error_text};
@@ -112,6 +113,29 @@ pub struct SeamClient {
     /// Paces every call of every clone (`worker.max_requests_per_second`): the
     /// worker, catch-up and the import share one budget.
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// Stops every call of every clone while Seam is failing (`seam::breaker`).
+    breaker: Arc<Breaker>,
+}
+
+/// Why a call brought no answer.
+enum SendError {
+    /// Not made: the breaker is open, or a 429 paused every call.
+    NotCalled(NotCalled),
+    /// Made, and no answer came (refused, timed out, reset).
+    Transport(String),
+}
+
+impl SendError {
+    fn reason(self) -> String {
+        match self {
+            SendError::NotCalled(not) => not_called_reason(&not),
+            SendError::Transport(reason) => reason,
+        }
+    }
+}
+
+fn not_called_reason(not: &NotCalled) -> String {
+    format!("not called: {} (next try in {} ms)", not.reason, not.retry_in.as_millis())
 }
 
 /// The fields of an access code the mirror queries; every other field stays in `raw`.
@@ -180,6 +204,9 @@ pub enum FetchOutcome {
     /// 429, 5xx, timeouts, connection errors, unreadable 200s, answers over
     /// `seam.max_response_bytes`: try again later. `status` is None when no answer came.
     Transient { reason: String, retry_after: Option<Duration>, status: Option<u16> },
+    /// Not called: Seam has been failing (the breaker is open) or asked every call to
+    /// wait (429). Nothing was learned; the work keeps its place and its attempts.
+    NotCalled { reason: String, retry_in: Duration },
     /// 401/403: the API key is wrong. Keep the work; an operator must fix the key.
     KeyRejected { status: u16, message: String },
     /// Any other 4xx: retrying will not help. `message` is Seam's error type and
@@ -190,7 +217,8 @@ pub enum FetchOutcome {
 crate::text_enum::text_enum! {
     /// A `FetchOutcome` without its data: for logs and metric labels.
     pub enum FetchKind {
-        Found = "found", Gone = "gone", Transient = "transient", KeyRejected = "key_rejected", Rejected = "rejected",
+        Found = "found", Gone = "gone", Transient = "transient", NotCalled = "not_called",
+        KeyRejected = "key_rejected", Rejected = "rejected",
     }
 }
 
@@ -200,6 +228,7 @@ impl FetchOutcome {
             FetchOutcome::Found(_) => FetchKind::Found,
             FetchOutcome::Gone => FetchKind::Gone,
             FetchOutcome::Transient { .. } => FetchKind::Transient,
+            FetchOutcome::NotCalled { .. } => FetchKind::NotCalled,
             FetchOutcome::KeyRejected { .. } => FetchKind::KeyRejected,
             FetchOutcome::Rejected { .. } => FetchKind::Rejected,
         }
@@ -211,6 +240,7 @@ impl FetchOutcome {
             FetchOutcome::Found(_) => Some(200),
             FetchOutcome::Gone => Some(404),
             FetchOutcome::Transient { status, .. } => *status,
+            FetchOutcome::NotCalled { .. } => None,
             FetchOutcome::KeyRejected { status, .. } | FetchOutcome::Rejected { status, .. } => Some(*status),
         }
     }
@@ -316,6 +346,7 @@ impl SeamClient {
             auth,
             max_response_bytes: settings.max_response_bytes,
             limiter: None,
+            breaker: Arc::new(Breaker::new(settings.breaker)),
         })
     }
 
@@ -329,13 +360,31 @@ impl SeamClient {
     /// This client, sharing `other`'s pace (one budget of calls for every workspace).
     pub fn sharing_pace_of(mut self, other: &SeamClient) -> SeamClient {
         self.limiter = other.limiter.clone();
+        self.breaker = other.breaker.clone();
         self
     }
 
-    /// Waits for the pace's next slot.
-    async fn pace(&self) {
+    /// The breaker every call of this client (and of those sharing its pace) goes through.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// Sends `request` with the credential: through the breaker, then at the pace.
+    /// The breaker learns from the answer's status (or its absence).
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, SendError> {
+        let permit = self.breaker.admit().await.map_err(SendError::NotCalled)?;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
+        }
+        match request.headers(self.auth.clone()).send().await {
+            Ok(response) => {
+                permit.finish(CallResult::of_status(response.status().as_u16(), retry_after(response.headers())));
+                Ok(response)
+            }
+            Err(e) => {
+                permit.finish(CallResult::Failed);
+                Err(SendError::Transport(describe_transport_error(e)))
+            }
         }
     }
 
@@ -357,11 +406,11 @@ impl SeamClient {
     /// `seam.max_response_bytes`. No answer, or one whose body was not read whole,
     /// is the `Transient` outcome (traced with Seam's request id when one came).
     async fn answer(&self, request: reqwest::RequestBuilder) -> Result<(Head, Vec<u8>), FetchOutcome> {
-        self.pace().await;
-        let response = request.headers(self.auth.clone()).send().await.map_err(|e| FetchOutcome::Transient {
-            reason: describe_transport_error(e),
-            retry_after: None,
-            status: None,
+        let response = self.send(request).await.map_err(|e| match e {
+            SendError::NotCalled(not) => {
+                FetchOutcome::NotCalled { reason: not_called_reason(&not), retry_in: not.retry_in }
+            }
+            SendError::Transport(reason) => FetchOutcome::Transient { reason, retry_after: None, status: None },
         })?;
         let head = Head::of(&response);
         match read_limited(response, self.max_response_bytes).await {
@@ -468,14 +517,10 @@ impl SeamClient {
         struct Workspace {
             workspace_id: String,
         }
-        self.pace().await;
         let response = self
-            .http
-            .get(format!("{}/workspaces/get", self.base_url))
-            .headers(self.auth.clone())
-            .send()
+            .send(self.http.get(format!("{}/workspaces/get", self.base_url)))
             .await
-            .map_err(|e| WorkspaceError::Unavailable(describe_transport_error(e)))?;
+            .map_err(|e| WorkspaceError::Unavailable(e.reason()))?;
         let Head { status, request_id, .. } = Head::of(&response);
         let id = request_id.as_ref();
         let bytes = read_limited(response, self.max_response_bytes).await.map_err(|e| match e {
@@ -510,15 +555,10 @@ impl SeamClient {
             EventWindow::Since(since) => body["since"] = since.to_rfc3339().into(),
             EventWindow::Between(from, to) => body["between"] = serde_json::json!([from.to_rfc3339(), to.to_rfc3339()]),
         }
-        self.pace().await;
         let response = self
-            .http
-            .post(format!("{}/events/list", self.base_url))
-            .headers(self.auth.clone())
-            .json(&body)
-            .send()
+            .send(self.http.post(format!("{}/events/list", self.base_url)).json(&body))
             .await
-            .map_err(|e| ListError::Failed(describe_transport_error(e)))?;
+            .map_err(|e| ListError::Failed(e.reason()))?;
         let Head { status, request_id, .. } = Head::of(&response);
         let events = match read_limited(response, self.max_response_bytes).await {
             Ok(bytes) => classify_events(status, &bytes),
@@ -765,19 +805,10 @@ impl SeamClient {
 
     /// One call for one page: its items and the next page's cursor.
     async fn list_call(&self, list: SeamList, body: &Value) -> Result<(Vec<Value>, Option<String>), PageError> {
-        self.pace().await;
         let response = self
-            .http
-            .post(format!("{}{}", self.base_url, list.path()))
-            .headers(self.auth.clone())
-            .json(body)
-            .send()
+            .send(self.http.post(format!("{}{}", self.base_url, list.path())).json(body))
             .await
-            .map_err(|e| PageError::Transient {
-                reason: describe_transport_error(e),
-                retry_after: None,
-                status: None,
-            })?;
+            .map_err(|e| PageError::Transient { reason: e.reason(), retry_after: None, status: None })?;
         let Head { status, retry_after, request_id } = Head::of(&response);
         let page = match read_limited(response, self.max_response_bytes).await {
             Ok(bytes) => classify_page(list, status, &bytes, retry_after),

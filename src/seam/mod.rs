@@ -3,6 +3,7 @@
 //! (`client`) and keeping PINs out of what is stored and logged (`redact`). Nothing
 //! here touches Postgres or HTTP serving.
 
+pub mod breaker;
 pub mod client;
 pub mod credential;
 pub mod event;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{SeamSettings, WorkspaceEntry};
 use crate::seam::SeamKeyStatus;
+use crate::seam::breaker::Breaker;
 use crate::seam::client::{SeamClient, WorkspaceError};
 use crate::seam::credential::Credential;
 
@@ -110,6 +111,11 @@ impl std::fmt::Display for StartRefused {
 impl std::error::Error for StartRefused {}
 
 impl Workspaces {
+    /// The breaker every workspace's client shares (None without workspaces).
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.0.first().map(|workspace| workspace.client.breaker())
+    }
+
     /// Clients for `entries`, sharing one pace of `per_second` calls (0: none).
     pub fn new(entries: &[WorkspaceEntry], seam: &SeamSettings, per_second: u32) -> anyhow::Result<Workspaces> {
         let mut workspaces = Vec::with_capacity(entries.len());

@@ -214,12 +214,16 @@ pub async fn lock_claim(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<
 pub enum Completion {
     /// No request arrived during the fetch: the row is gone.
     Done,
-    /// Requests arrived during the fetch: the row is due again at once.
+    /// Requests arrived during the fetch: the row is due again after the delay
+    /// `complete` was given (`worker.requested_again_delay_ms`).
     RequestedAgain,
 }
 
 /// Ends a successful fetch inside the caller's transaction (after `lock_claim`).
-pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Completion> {
+/// A row asked for again during the fetch is due again after `again_after`: the
+/// rest of a burst of events lands meanwhile and is served by one more fetch. It
+/// is NOTIFYed only when due at once (the worker that fetched wakes itself later).
+pub async fn complete(conn: &mut PgConnection, claim: &Claim, again_after: Duration) -> sqlx::Result<Completion> {
     let deleted = sqlx::query!(
         "DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2",
         claim.access_code_id,
@@ -236,14 +240,16 @@ pub async fn complete(conn: &mut PgConnection, claim: &Claim) -> sqlx::Result<Co
         WITH rearmed AS (
             UPDATE access_code_refetches SET
                 claim_token = NULL, claimed_until = NULL, attempts = 0, last_error = NULL,
-                next_attempt_at = now(), first_requested_at = updated_at, updated_at = now()
+                next_attempt_at = now() + make_interval(secs => $3),
+                first_requested_at = updated_at, updated_at = now()
             WHERE access_code_id = $1
             RETURNING 1
         )
-        SELECT pg_notify($2, '') FROM rearmed
+        SELECT pg_notify($2, '') FROM rearmed WHERE $3 = 0
         "#,
         claim.access_code_id,
         REFETCH_CHANNEL,
+        again_after.as_secs_f64(),
     )
     .execute(conn)
     .await?;

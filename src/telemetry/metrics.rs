@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::seam::breaker::BreakerView;
 use crate::seam::client::{FetchKind, PageKind, SeamList};
 use crate::seam::event::CodeEndpoint;
 pub use crate::store::admin::CatchUpRun;
@@ -224,6 +225,8 @@ pub struct Metrics {
     oldest_pending_age: GaugeF64,
     dead_letters: Gauge,
     last_webhook_age: GaugeF64,
+    seam_breaker_state: Gauge,
+    seam_breaker_opened: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -309,6 +312,10 @@ impl Metrics {
             Gauge::default() },
             last_webhook_age: register! { "last_webhook_age_seconds", "Seconds since the last accepted webhook (-1 when none yet)",
             GaugeF64::default() },
+            seam_breaker_state: register! { "seam_breaker_state", "The Seam circuit breaker: 0 closed, 1 open (no calls), 2 probing, 3 ramping up",
+            Gauge::default() },
+            seam_breaker_opened: register! { "seam_breaker_opened", "Times the Seam circuit breaker opened after consecutive failures",
+            Counter::default() },
             registry: r,
         }
     }
@@ -334,9 +341,14 @@ impl Metrics {
         self.task_failures.get_or_create(&TaskLabel { task }).inc();
     }
 
-    /// Sets the queue gauges from `queue` (read from Postgres at scrape time), then
-    /// renders everything.
-    pub fn render(&self, queue: &QueueStatus) -> String {
+    /// Sets the queue gauges from `queue` (read from Postgres at scrape time) and the
+    /// breaker's from `breaker`, then renders everything.
+    pub fn render(&self, queue: &QueueStatus, breaker: Option<&BreakerView>) -> String {
+        if let Some(view) = breaker {
+            self.seam_breaker_state.set(view.state.gauge());
+            let counted = self.seam_breaker_opened.get();
+            self.seam_breaker_opened.inc_by(view.times_opened.saturating_sub(counted));
+        }
         self.refetches_pending.set(queue.pending);
         self.refetches_in_flight.set(queue.in_flight);
         self.oldest_pending_age.set(queue.oldest_pending_age_seconds.unwrap_or(0.0));

@@ -61,6 +61,11 @@ pub fn settings_with(seam_url: &str, extra: &[&str]) -> Settings {
         [worker]
         backoff_base_ms = 1000
         backoff_max_ms = 60000
+        # Tests drive the queue step by step: a code asked for again is due at once.
+        requested_again_delay_ms = 0
+        # Tests count attempts against failing stand-ins: the breaker has its own tests.
+        [seam.breaker]
+        failures = 1000000
         # Background jobs are driven by their own tests.
         [catch_up]
         interval_seconds = 0

@@ -135,7 +135,7 @@ async fn devices_that_take_no_access_codes_are_skipped(pool: PgPool) {
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT access_code_id FROM access_codes ORDER BY 1").fetch_all(&pool).await.unwrap();
     assert_eq!(ids, ["ac_00_000", "ac_01_000"]);
-    let text = metrics.render(&seam_access_sync::store::admin::queue_status(&pool).await.unwrap());
+    let text = metrics.render(&seam_access_sync::store::admin::queue_status(&pool).await.unwrap(), None);
     assert!(text.contains(r#"seam_access_sync_import_codes_total{outcome="created"} 2"#), "{text}");
     assert!(text.contains("seam_access_sync_import_devices_total 2"), "{text}");
     assert!(text.contains(r#"seam_access_sync_import_runs_total{outcome="completed"} 1"#), "{text}");
@@ -178,7 +178,7 @@ async fn a_crash_mid_import_resumes_without_listing_finished_devices_again(pool:
     assert_eq!(count(&pool, "access_codes").await, 10);
     assert_eq!(count(&pool, "access_code_history").await, 10, "each code created once");
     assert_eq!(count(&pool, "import_runs").await, 1, "the same run, finished");
-    let text = metrics.render(&seam_access_sync::store::admin::queue_status(&pool).await.unwrap());
+    let text = metrics.render(&seam_access_sync::store::admin::queue_status(&pool).await.unwrap(), None);
     assert!(text.contains(r#"seam_access_sync_import_runs_total{outcome="failed"} 1"#), "{text}");
 }
 

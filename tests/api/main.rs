@@ -2,6 +2,7 @@
 
 mod abuse;
 mod backup;
+mod breaker;
 mod contract;
 mod helpers;
 mod import;
