@@ -465,6 +465,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a figure's median must satisfy (none: reported only).
+type Check = Option<fn(f64) -> bool>;
+
 struct Row {
     figure: String,
     measured: String,
@@ -501,13 +504,7 @@ fn pass(ok: bool) -> String {
 }
 
 /// A row whose verdict compares the median with `ok`; marked when a run was busy.
-fn row(
-    figure: impl Into<String>,
-    samples: &[Sample],
-    fmt: impl Fn(f64) -> String,
-    target: &str,
-    ok: Option<fn(f64) -> bool>,
-) -> Row {
+fn row(figure: impl Into<String>, samples: &[Sample], fmt: impl Fn(f64) -> String, target: &str, ok: Check) -> Row {
     let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
     let verdict = match (ok, values.is_empty()) {
         (_, true) => "—".to_owned(),
@@ -522,13 +519,7 @@ fn row(
 }
 
 /// A ratio row: "machine busy (load X)" instead of the ratio when a run was busy.
-fn ratio_row(
-    figure: impl Into<String>,
-    samples: &[Sample],
-    raw: String,
-    target: &str,
-    ok: Option<fn(f64) -> bool>,
-) -> Row {
+fn ratio_row(figure: impl Into<String>, samples: &[Sample], raw: String, target: &str, ok: Check) -> Row {
     let fmt = |v: f64| format!("{v:.2}×");
     match busiest(samples) {
         Some(load) => Row {
@@ -852,8 +843,7 @@ fn rows(
             None,
         ));
         rows.push(row(format!("intake ack latency p50, concurrency {c}"), &v(&format!("svc{c}.p50")), ms, "", None));
-        let (target, ok): (&str, Option<fn(f64) -> bool>) =
-            if c == 32 { ("≤ 10 ms", Some(|v| v <= 10.0)) } else { ("", None) };
+        let (target, ok): (&str, Check) = if c == 32 { ("≤ 10 ms", Some(|v| v <= 10.0)) } else { ("", None) };
         rows.push(row(format!("intake ack latency p99, concurrency {c}"), &v(&format!("svc{c}.p99")), ms, target, ok));
         rows.push(row(
             format!("service CPU per delivery, intake only, concurrency {c}"),
