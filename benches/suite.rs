@@ -984,7 +984,15 @@ fn rows(
         "≤ 50 ms",
         Some(|v| v <= 50.0),
     ));
-    rows.push(row("Seam calls, burst of 100 events on one code", &v("burst"), count, "≤ 2", Some(|v| v <= 2.0)));
+    // A count, not a time: every run must meet it, not only the median.
+    let burst = v("burst");
+    let worst = burst.iter().map(|s| s.value).fold(f64::NAN, f64::max);
+    rows.push(Row {
+        figure: "Seam calls, burst of 100 events on one code (verdict on the worst run)".into(),
+        measured: three(&burst, count),
+        target: "≤ 2".into(),
+        verdict: if burst.is_empty() { "—".to_owned() } else { pass(worst <= 2.0) },
+    });
     rows.push(row("Seam calls, 1,000 events on 1,000 codes", &v("spread"), count, "1,000", Some(|v| v == 1000.0)));
     let mib = |bytes: u64| bytes as f64 / 1024.0 / 1024.0;
     let peak = mib(intake_peak.max(all_memory.peak));
