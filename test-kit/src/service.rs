@@ -61,6 +61,12 @@ impl ServiceConfig {
         self
     }
 
+    /// `server.run_mode`: "all" (the default), "server" (the webhook endpoint only)
+    /// or "worker".
+    pub fn run_mode(self, mode: &str) -> ServiceConfig {
+        self.env("APP_SERVER__RUN_MODE", mode)
+    }
+
     pub fn api_key(mut self, api_key: &str) -> ServiceConfig {
         self.api_key = api_key.to_owned();
         self
