@@ -206,9 +206,13 @@ fn pgbench(db_url: &str, script: &str, concurrency: usize, secs: u64) -> anyhow:
 // The subjects.
 
 async fn start_service(db_url: &str, seam_url: &str, run_mode: &str) -> anyhow::Result<(Service, Duration)> {
+    // Logged as in production (the compiled-in `log.level = "info"`, JSON lines), not
+    // at the test kit's quieter `warn`: what a line costs is part of the figure.
     let config = ServiceConfig::new(env!("CARGO_BIN_EXE_seam-access-sync"), db_url, seam_url)
         .api_key("seam_bench_key")
-        .run_mode(run_mode);
+        .run_mode(run_mode)
+        .log_filter("info")
+        .env("APP_LOG__FORMAT", "json");
     let started = Instant::now();
     let service = Service::start(config).await?;
     Ok((service, started.elapsed()))

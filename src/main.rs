@@ -7,7 +7,8 @@ use seam_access_sync::telemetry;
 
 /// mimalloc: the request path allocates many small, short-lived buffers (JSON,
 /// headers, query arguments); glibc's malloc spent ~16 % of the service's CPU on
-/// them (BENCHMARKS.md).
+/// them (BENCHMARKS.md). Built without transparent huge pages (`no_thp`), which
+/// cost RSS (README "Choices worth explaining").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -56,21 +56,23 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by_key(|&i| &batch[i].event.event_id);
     let events: Vec<&SeamEvent> = order.iter().map(|&i| batch[i].event).collect();
-    let text = |f: &dyn Fn(&SeamEvent) -> Option<String>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+    // Borrowed, not copied: sqlx encodes `&str`s into the arrays directly.
+    let text = |f: &dyn Fn(&SeamEvent) -> Option<&str>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
 
     let mut tx = pool.begin().await?;
     let inserted: Vec<String> = sqlx::query_file_scalar!(
         "src/store/sql/insert_events.sql",
-        text(&|e| Some(e.event_id.clone())) as _,
-        order.iter().map(|&i| batch[i].delivery_id.map(str::to_owned)).collect::<Vec<_>>() as _,
-        text(&|e| Some(e.event_type.clone())) as _,
-        text(&|e| e.access_code_id.clone()) as _,
-        text(&|e| e.device_id.clone()) as _,
-        text(&|e| e.workspace_id.clone()) as _,
+        text(&|e| Some(e.event_id.as_str())) as _,
+        order.iter().map(|&i| batch[i].delivery_id).collect::<Vec<_>>() as _,
+        text(&|e| Some(e.event_type.as_str())) as _,
+        text(&|e| e.access_code_id.as_deref()) as _,
+        text(&|e| e.device_id.as_deref()) as _,
+        text(&|e| e.workspace_id.as_deref()) as _,
         events.iter().map(|e| e.occurred_at).collect::<Vec<_>>() as _,
         events.iter().map(|e| e.action().kind()).collect::<Vec<_>>() as _,
-        text(&|e| Some(e.payload.to_string())) as _,
-        text(&|e| e.connected_account_id.clone()) as _,
+        &payloads as _,
+        text(&|e| e.connected_account_id.as_deref()) as _,
     )
     .fetch_all(&mut *tx)
     .await?;
