@@ -2,6 +2,8 @@
 
 mod abuse;
 mod backup;
+mod changes;
+mod console;
 mod contract;
 mod helpers;
 mod import;
