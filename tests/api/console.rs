@@ -475,4 +475,7 @@ async fn the_console_stream_sends_changes_with_the_session_cookie(pool: PgPool) 
     let events = stream.events(1).await;
     assert_eq!(events[0].1["access_code_id"], "ac_live");
     assert_eq!(events[0].1["errors"], json!(1));
+    // A page read before that change asks for the changes after what it saw.
+    let mut resumed = crate::changes::EventStream::of(browser.get("/console/changes?last_event_id=0").await);
+    assert_eq!(resumed.events(1).await, events);
 }

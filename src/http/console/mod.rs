@@ -291,9 +291,10 @@ async fn codes(
     let Query(query) = query.map_err(|e| ConsoleError::BadRequest(e.body_text()))?;
     let filter = query.filter()?;
     let page = query.page()?;
+    // Read first: the page's live updates start after it.
+    let live = crate::store::changes::latest_id(&state.pool).await?;
     let (rows, total) = console_store::codes(&state.pool, &filter, page - 1, PAGE_SIZE).await?;
-    let now = wall_clock();
-    Ok(pages::codes(&operator, &filter, &rows, total, page, now).into_response())
+    Ok(pages::codes(&operator, &filter, (&rows, total, page), live, wall_clock()).into_response())
 }
 
 fn path_id(access_code_id: Result<Path<String>, PathRejection>) -> Result<String, ConsoleError> {
@@ -309,11 +310,12 @@ async fn code(
     Query(notice): Query<HashMap<String, String>>,
 ) -> Result<Response, ConsoleError> {
     let id = path_id(access_code_id)?;
+    let live = crate::store::changes::latest_id(&state.pool).await?;
     let detail = read_api::access_code_detail(&state.pool, &id, state.settings.store_pins).await?;
     let extras = console_store::row_extras(&state.pool, &id).await?.ok_or(ConsoleError::NotFound)?;
     let notice = notice.get("done").map(String::as_str);
-    let now = wall_clock();
-    Ok(pages::code(&operator, &detail, &extras, state.settings.store_pins, notice, now).into_response())
+    let times = (live, wall_clock());
+    Ok(pages::code(&operator, &detail, &extras, state.settings.store_pins, notice, times).into_response())
 }
 
 async fn code_row(
@@ -384,17 +386,22 @@ async fn redrive(
     Ok(Redirect::to("/console/health?done=redrive").into_response())
 }
 
-/// The console's live updates: the change stream, with the session cookie. An
-/// `EventSource` resumes with `Last-Event-ID` when it reconnects.
+/// The console's live updates: the change stream, with the session cookie, after
+/// `last_event_id` (the newest change when the page was read, so none made while it
+/// loaded is missed); an `EventSource` resumes with `Last-Event-ID` when it reconnects.
 async fn changes(
     State(state): State<AppState>,
     headers: HeaderMap,
     operator: Result<Operator, ConsoleError>,
+    query: Result<Query<read_api::ChangesQuery>, QueryRejection>,
 ) -> Response {
     if operator.is_err() {
         return ConsoleError::Unauthorized.into_response();
     }
-    let start = match super::changes::requested_start(&headers, None) {
+    let Ok(Query(query)) = query else {
+        return ConsoleError::BadRequest("unknown query parameter".into()).into_response();
+    };
+    let start = match super::changes::requested_start(&headers, query.last_event_id.as_deref()) {
         Ok(start) => start,
         Err(parameter) => return ConsoleError::BadRequest(format!("{parameter} is not a history id")).into_response(),
     };

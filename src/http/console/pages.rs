@@ -56,7 +56,10 @@ pub fn code_url(access_code_id: &str) -> String {
     format!("/console/codes/{}", encoded(access_code_id))
 }
 
-fn layout(title: &str, operator: Option<&Operator>, current: &str, body: Markup) -> Markup {
+/// A page; `live`: the newest history id when the page was read, for a page that
+/// updates itself (its script streams the changes after it, so none made while the
+/// page loads is missed).
+fn layout(title: &str, operator: Option<&Operator>, current: &str, live: Option<i64>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -65,11 +68,11 @@ fn layout(title: &str, operator: Option<&Operator>, current: &str, body: Markup)
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · seam-access-sync" }
                 link rel="stylesheet" href={ "/console/assets/" (STYLE_NAME.as_str()) };
-                @if operator.is_some() {
+                @if live.is_some() {
                     script src={ "/console/assets/" (SCRIPT_NAME.as_str()) } defer {}
                 }
             }
-            body {
+            body data-changes-after=[live] {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     span.brand { "seam-access-sync" }
@@ -96,6 +99,7 @@ pub fn message(title: &str, text: &str) -> Markup {
         title,
         None,
         "",
+        None,
         html! {
             h1 { (title) }
             p { (text) }
@@ -109,6 +113,7 @@ pub fn sign_in(nonce: &str, error: Option<&str>) -> Markup {
         "Sign in",
         None,
         "",
+        None,
         html! {
             h1 { "Sign in to the console" }
             @if let Some(error) = error {
@@ -249,7 +254,13 @@ fn codes_query(filter: &CodeFilter, page: u32) -> String {
     if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) }
 }
 
-pub fn codes(operator: &Operator, filter: &CodeFilter, rows: &[CodeRow], total: i64, page: u32, now: i64) -> Markup {
+pub fn codes(
+    operator: &Operator,
+    filter: &CodeFilter,
+    (rows, total, page): (&[CodeRow], i64, u32),
+    live: i64,
+    now: i64,
+) -> Markup {
     let pages = (total.max(1) as u64).div_ceil(u64::from(super::PAGE_SIZE)) as u32;
     let mut statuses: Vec<(&str, &str)> = vec![("", "any")];
     statuses.extend(STATUSES.iter().map(|s| (*s, *s)));
@@ -309,7 +320,7 @@ pub fn codes(operator: &Operator, filter: &CodeFilter, rows: &[CodeRow], total: 
             }
         }
     };
-    layout("Access codes", Some(operator), "codes", body)
+    layout("Access codes", Some(operator), "codes", Some(live), body)
 }
 
 fn problem(kind: &str, item: &Value, explanation: Option<problems::Explanation>) -> Markup {
@@ -362,7 +373,7 @@ pub fn code(
     extras: &RowExtras,
     store_pins: bool,
     notice: Option<&str>,
-    now: i64,
+    (live, now): (i64, i64),
 ) -> Markup {
     let view = &detail.access_code;
     let title = view.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| view.access_code_id.clone());
@@ -507,7 +518,7 @@ pub fn code(
             }
         }
     };
-    layout(&title, Some(operator), "codes", body)
+    layout(&title, Some(operator), "codes", Some(live), body)
 }
 
 fn codes_of(list: &Value, field: &str) -> String {
@@ -669,7 +680,7 @@ pub fn health(operator: &Operator, h: &Health<'_>, now: i64) -> Markup {
         }
         p.help { "Generated " (Utc.timestamp_opt(now, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default()) "." }
     };
-    layout("Health", Some(operator), "health", body)
+    layout("Health", Some(operator), "health", None, body)
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
     return
   }
   let elsewhere = 0
-  const source = new EventSource('/console/changes')
+  // After the newest change the page was read with: none made while it loaded is missed.
+  const after = document.body.dataset.changesAfter
+  const source = new EventSource('/console/changes' + (after ? `?last_event_id=${encodeURIComponent(after)}` : ''))
   source.onopen = () => say('Live updates: on.')
   source.onerror = () => say('Live updates: interrupted, reconnecting…')
 
