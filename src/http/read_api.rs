@@ -861,7 +861,7 @@ pub struct ChangesQuery {
             description = "An endless stream of Server-Sent Events: one per history row, oldest first, each \
             exactly once, `id:` the history id and `data:` the change notification's JSON \
             (`{access_code_id, change, changes, origin, previous_status, status, warnings, errors, event_type, \
-            backup_access_code_id?, backup_of_access_code_id?}`); a `: heartbeat` comment every 15 s. Without \
+            backup_access_code_id?, backup_of_access_code_id?}`); a `:heartbeat` comment every 15 s. Without \
             `Last-Event-ID` it starts with the next change."),
         (status = 400, description = "`Last-Event-ID` or `last_event_id` is not a history id, or an unknown \
             query parameter", body = ApiErrorBody),
