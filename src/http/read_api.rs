@@ -56,19 +56,25 @@ impl ApiTokens {
 
     /// Whether `candidate` is one of the tokens: the index of the one it is.
     pub(crate) fn position(&self, candidate: &str) -> Option<usize> {
-        let candidate = digest(candidate);
-        // Every token is compared, so timing tells nothing about which one matched.
-        self.0.iter().enumerate().fold(None, |found, (i, token)| {
-            let equal: bool = token.ct_eq(&candidate).into();
-            if equal { Some(i) } else { found }
-        })
+        constant_time_position(&self.0, &digest(candidate))
     }
 
     fn accepts(&self, candidate: &str) -> bool {
-        let candidate = digest(candidate);
-        // Every token is compared, so timing tells nothing about which one matched.
-        self.0.iter().fold(subtle::Choice::from(0), |found, token| found | token.ct_eq(&candidate)).into()
+        self.position(candidate).is_some()
     }
+}
+
+/// The index of `candidate` in `list`: every entry is compared, without a branch on
+/// the comparisons, so timing tells nothing about which one (if any) matched.
+pub(crate) fn constant_time_position(list: &[[u8; 32]], candidate: &[u8]) -> Option<usize> {
+    use subtle::ConditionallySelectable;
+    let (mut index, mut found) = (0u64, subtle::Choice::from(0));
+    for (i, entry) in list.iter().enumerate() {
+        let equal = entry.ct_eq(candidate);
+        index = u64::conditional_select(&index, &(i as u64), equal);
+        found |= equal;
+    }
+    bool::from(found).then_some(index as usize)
 }
 
 fn digest(token: &str) -> [u8; 32] {

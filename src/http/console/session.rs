@@ -18,7 +18,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::config::{ConsoleSettings, SecureCookie};
-use crate::http::read_api::ApiTokens;
+use crate::http::read_api::{ApiTokens, constant_time_position};
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "sas_console";
@@ -83,10 +83,8 @@ impl Sessions {
             return None;
         }
         // Every key is tried, so timing tells nothing about which one signed it.
-        let key = (0..self.keys.len()).fold(None, |found, key| {
-            let equal: bool = self.session_mac(key, id, expires).ct_eq(&tag).into();
-            if equal { Some(key) } else { found }
-        })?;
+        let macs: Vec<[u8; 32]> = (0..self.keys.len()).map(|key| self.session_mac(key, id, expires)).collect();
+        let key = constant_time_position(&macs, &tag)?;
         Some(Session { id: id.to_owned(), key })
     }
 
