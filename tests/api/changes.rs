@@ -250,3 +250,12 @@ async fn an_idle_stream_gets_a_heartbeat_comment_every_15_seconds(pool: PgPool) 
     assert_eq!(stream.next(Duration::from_secs(17)).await, Some(Sent::Comment("heartbeat".into())));
     assert!(started.elapsed() >= Duration::from_secs(14), "{:?}", started.elapsed());
 }
+
+#[sqlx::test]
+async fn an_open_stream_ends_when_the_service_stops_and_does_not_hold_it(pool: PgPool) {
+    let app = stream_app(&pool, "http://127.0.0.1:9", "").await;
+    let mut stream = EventStream::of(open(&app, Some(TOKEN), None, "").await);
+    let stopped = tokio::time::timeout(Duration::from_secs(5), app.stop()).await;
+    assert!(stopped.is_ok(), "the service stopped at once, not after server.shutdown_deadline_ms");
+    assert_eq!(stream.next(Duration::from_secs(2)).await, None, "the stream ended");
+}
