@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::http::changes::ChangeFeed;
+use crate::http::console::Sessions;
 use crate::http::read_api::ApiTokens;
 use crate::http::serve::{ConnectionLimits, serve};
 use crate::http::{self, AppState, Shared};
@@ -101,10 +103,26 @@ impl Application {
             BackupPuller::new(pool.clone(), workspaces.clone(), worker, backup, settings.store_pins, metrics.clone())
         });
         let api_tokens = ApiTokens::new(&settings.api_tokens());
+        // The change stream and the console come with the read API (`api.tokens`).
+        let changes = api_tokens
+            .as_ref()
+            .map(|_| ChangeFeed::new(pool.clone(), settings.api.max_change_streams, metrics.change_streams.clone()));
+        let console = api_tokens.as_ref().map(|tokens| Sessions::new(tokens, &settings.console));
         let (intake, intake_writers) =
             IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
         let settings = Arc::new(settings);
-        let state = AppState::new(Shared { pool, settings, verifier, clock, workspaces, metrics, intake, api_tokens });
+        let state = AppState::new(Shared {
+            pool,
+            settings,
+            verifier,
+            clock,
+            workspaces,
+            metrics,
+            intake,
+            api_tokens,
+            changes,
+            console,
+        });
         Ok(Application { listener, state, worker, catch_up, import, intake_writers, backup })
     }
 
@@ -159,6 +177,9 @@ impl Application {
         }
         if let Some(backup) = backup {
             supervisor.spawn(Task::BackupPulls, move |stop| backup.clone().run(stop));
+        }
+        if let Some(feed) = state.changes.clone() {
+            supervisor.spawn(Task::ChangeFeed, move |stop| feed.clone().listen(stop));
         }
         let limits = ConnectionLimits::from_settings(&state.settings.server);
         serve(listener, http::router(state), limits, shutdown.clone()).await;

@@ -1,6 +1,5 @@
 //! The command line: `serve` (default) and the operator commands.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use crate::seam::client::shortened_keeping_request_id;
 use crate::seam::event::CodeEndpoint;
 use crate::seam::workspaces::{ClaimFilter, StartRefusal, StartRefused, Workspaces};
 use crate::store;
-use crate::store::admin::{self, CatchUpRun, CatchUpState};
+use crate::store::admin::{self, CatchUpRun, CatchUpState, WorkspaceJobs};
 use crate::store::backup as backup_store;
 use crate::store::import as import_progress;
 use crate::telemetry::metrics::Metrics;
@@ -366,34 +365,6 @@ async fn redrive(settings: Settings, ids: Option<Vec<String>>) -> Outcome {
     Ok(())
 }
 
-/// One workspace's jobs, for `status`: its catch-up state and its newest import run.
-struct WorkspaceJobs {
-    key: String,
-    label: Option<String>,
-    catch_up: Option<CatchUpState>,
-    import: Option<import_progress::RunSummary>,
-}
-
-/// The workspaces that have catch-up state or import runs, by key.
-fn workspace_jobs(catch_ups: Vec<CatchUpState>, imports: Vec<import_progress::RunSummary>) -> Vec<WorkspaceJobs> {
-    fn of<'a>(jobs: &'a mut BTreeMap<String, WorkspaceJobs>, key: &str) -> &'a mut WorkspaceJobs {
-        let new = || WorkspaceJobs { key: key.to_owned(), label: None, catch_up: None, import: None };
-        jobs.entry(key.to_owned()).or_insert_with(new)
-    }
-    let mut jobs = BTreeMap::new();
-    for state in catch_ups {
-        let job = of(&mut jobs, &state.workspace_key);
-        job.label = job.label.take().or_else(|| state.workspace_label.clone());
-        job.catch_up = Some(state);
-    }
-    for run in imports {
-        let job = of(&mut jobs, &run.workspace_key);
-        job.label = job.label.take().or_else(|| run.workspace_label.clone());
-        job.import = Some(run);
-    }
-    jobs.into_values().collect()
-}
-
 /// Queued re-fetches no configured workspace can serve, by workspace: the ids known
 /// are the configured ones and those catch-up has run under (resolved by a running
 /// service). `None` when this environment configures no workspace (it cannot say).
@@ -416,17 +387,7 @@ async fn unroutable_refetches(
 async fn status(settings: Settings, json: bool) -> Outcome {
     let pool = existing_database(&settings).await?;
     let s = admin::queue_status(&pool).await?;
-    let mut workspaces =
-        workspace_jobs(admin::catch_up_states(&pool).await?, import_progress::latest_runs(&pool).await?);
-    // The state kept for a workspace not known yet, when nothing ran under it and
-    // other workspaces have some, says nothing: left out.
-    let ran = |w: &WorkspaceJobs| w.import.is_some() || w.catch_up.as_ref().is_some_and(|c| c.last_run_at.is_some());
-    if workspaces.len() > 1 {
-        workspaces.retain(|w| !w.key.is_empty() || ran(w));
-    }
-    if workspaces.is_empty() {
-        workspaces.push(WorkspaceJobs { key: String::new(), label: None, catch_up: None, import: None });
-    }
+    let workspaces = admin::workspaces_jobs(&pool).await?;
     let unroutable = unroutable_refetches(&settings, &pool, &workspaces).await?;
     let backups = backup_store::status(&pool, settings.backup.pull_after_seconds).await?;
     if json {

@@ -58,6 +58,7 @@ pub struct Settings {
     pub sweep: SweepSettings,
     pub backup: BackupSettings,
     pub api: ApiSettings,
+    pub console: ConsoleSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
     /// `[[workspaces]]`: one entry per Seam workspace (also from `SEAM_WORKSPACES_FILE`).
@@ -138,6 +139,31 @@ pub struct BackupSettings {
 pub struct ApiSettings {
     pub tokens: SecretString,
     pub max_page_size: u32,
+    /// Change streams open at once in this process (`GET /v1/changes`, `/console/changes`).
+    pub max_change_streams: usize,
+}
+
+/// The operator console (`/console`), on whenever `api.tokens` is set.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsoleSettings {
+    pub session_minutes: u32,
+    pub secure_cookie: SecureCookie,
+}
+
+/// When the console's session cookie carries `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookie {
+    /// When the request came over HTTPS (`X-Forwarded-Proto: https`).
+    Auto,
+    Always,
+    Never,
+}
+
+impl ConsoleSettings {
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(u64::from(self.session_minutes) * 60)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +357,12 @@ impl Settings {
         }
         if self.api.max_page_size == 0 {
             bail!("api.max_page_size must be at least 1");
+        }
+        if self.api.max_change_streams == 0 {
+            bail!("api.max_change_streams must be at least 1");
+        }
+        if !(1..=7 * 24 * 60).contains(&self.console.session_minutes) {
+            bail!("console.session_minutes must be 1 to 10080 (a week)");
         }
         if let Some(short) =
             self.api_tokens().iter().map(|t| t.chars().count()).filter(|n| *n < MIN_API_TOKEN_CHARS).min()
@@ -656,6 +688,24 @@ mod tests {
             assert!(err.to_string().contains("API_TOKEN is weak"), "{token}: {err}");
         }
         assert!(Settings::from_toml(&[VALID, &format!("[api]\ntokens = \"{}\"", "x".repeat(32))]).is_ok());
+    }
+
+    #[test]
+    fn console_sessions_and_streams_are_bounded() {
+        let settings = Settings::from_toml(&[VALID]).unwrap();
+        assert_eq!(settings.console.session_lifetime(), Duration::from_secs(8 * 3600));
+        assert_eq!(settings.console.secure_cookie, SecureCookie::Auto);
+        assert_eq!(settings.api.max_change_streams, 64);
+        for (toml, setting) in [
+            ("[console]\nsession_minutes = 0", "console.session_minutes"),
+            ("[console]\nsession_minutes = 10081", "console.session_minutes"),
+            ("[api]\nmax_change_streams = 0", "api.max_change_streams"),
+        ] {
+            let err = Settings::from_toml(&[VALID, toml]).unwrap_err();
+            assert!(err.to_string().contains(setting), "{toml}: {err}");
+        }
+        let err = Settings::from_toml(&[VALID, "[console]\nsecure_cookie = \"sometimes\""]).unwrap_err();
+        assert!(err.to_string().contains("secure_cookie"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! Handlers read and verify requests, then hand them to `store`; they never talk
 //! to Seam themselves.
 
+pub mod changes;
+pub mod console;
 pub mod health;
 pub mod metrics;
 pub mod read_api;
@@ -65,6 +67,10 @@ pub struct Shared {
     pub intake: IntakeWriter,
     /// None: the read API is off.
     pub api_tokens: Option<ApiTokens>,
+    /// The change stream (`/v1/changes`, the console's live updates); with the read API.
+    pub changes: Option<changes::ChangeFeed>,
+    /// The console's sessions; with the read API.
+    pub console: Option<console::Sessions>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -81,8 +87,12 @@ pub fn router(state: AppState) -> Router {
         let protected = Router::new()
             .route("/v1/access_codes", get(read_api::list_access_codes))
             .route("/v1/access_codes/{access_code_id}", get(read_api::get_access_code))
+            .route("/v1/changes", get(read_api::changes))
             .route_layer(middleware::from_fn_with_state(tokens, read_api::require_token));
         router = router.merge(protected).route("/v1/openapi.json", get(read_api::openapi));
+    }
+    if state.console.is_some() {
+        router = router.merge(console::router());
     }
     let deadline = RequestDeadline {
         timeout: state.settings.server.request_timeout(),

@@ -49,11 +49,32 @@ impl ApiTokens {
         presented.is_some_and(|token| self.accepts(token))
     }
 
-    fn accepts(&self, candidate: &str) -> bool {
-        let candidate = digest(candidate);
-        // Every token is compared, so timing tells nothing about which one matched.
-        self.0.iter().fold(subtle::Choice::from(0), |found, token| found | token.ct_eq(&candidate)).into()
+    /// The SHA-256 digests of the tokens (the console derives its session keys from them).
+    pub(crate) fn digests(&self) -> &[[u8; 32]] {
+        &self.0
     }
+
+    /// Whether `candidate` is one of the tokens: the index of the one it is.
+    pub(crate) fn position(&self, candidate: &str) -> Option<usize> {
+        constant_time_position(&self.0, &digest(candidate))
+    }
+
+    fn accepts(&self, candidate: &str) -> bool {
+        self.position(candidate).is_some()
+    }
+}
+
+/// The index of `candidate` in `list`: every entry is compared, without a branch on
+/// the comparisons, so timing tells nothing about which one (if any) matched.
+pub(crate) fn constant_time_position(list: &[[u8; 32]], candidate: &[u8]) -> Option<usize> {
+    use subtle::ConditionallySelectable;
+    let (mut index, mut found) = (0u64, subtle::Choice::from(0));
+    for (i, entry) in list.iter().enumerate() {
+        let equal = entry.ct_eq(candidate);
+        index = u64::conditional_select(&index, &(i as u64), equal);
+        found |= equal;
+    }
+    bool::from(found).then_some(index as usize)
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -87,6 +108,8 @@ pub enum ApiError {
     Refused { parameter: Option<&'static str>, source: sqlx::Error },
     #[error("database unavailable")]
     Database(sqlx::Error),
+    #[error("too many change streams are open (api.max_change_streams); retry later")]
+    TooManyStreams { retry_after_seconds: u32 },
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -128,6 +151,8 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// The request outlived `server.request_timeout_ms`.
     RequestTimeout,
+    /// `api.max_change_streams` change streams are open already.
+    TooManyStreams,
 }
 
 impl IntoResponse for ApiError {
@@ -144,6 +169,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "read API: database failed");
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::DatabaseUnavailable)
             }
+            ApiError::TooManyStreams { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams),
         };
         let parameter = match &self {
             ApiError::BadParameter { parameter, .. } => Some(parameter.clone()),
@@ -155,11 +181,14 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let ApiError::TooManyStreams { retry_after_seconds } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
         response
     }
 }
 
-fn bad(parameter: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(parameter: &str, message: impl Into<String>) -> ApiError {
     ApiError::BadParameter { parameter: parameter.to_owned(), message: message.into() }
 }
 
@@ -347,7 +376,7 @@ pub const CURSOR_MAX_CHARS: usize = (ID_MAX_CHARS * 4 * 4).div_ceil(3);
 
 /// An id: 1 to `ID_MAX_CHARS` characters (counted as JSON Schema counts them,
 /// in code points), no NUL.
-fn id_input<'a>(parameter: &str, value: &'a str) -> Result<&'a str, ApiError> {
+pub(crate) fn id_input<'a>(parameter: &str, value: &'a str) -> Result<&'a str, ApiError> {
     if value.contains('\0') {
         return Err(bad(parameter, "must not contain a NUL character"));
     }
@@ -368,7 +397,7 @@ fn id_schema(description: &str) -> Object {
         .build()
 }
 
-fn status_input(value: &str) -> Result<&str, ApiError> {
+pub(crate) fn status_input(value: &str) -> Result<&str, ApiError> {
     STATUSES
         .contains(&value)
         .then_some(value)
@@ -384,7 +413,7 @@ fn status_schema() -> Object {
 }
 
 /// `true` or `false`, as JSON writes them.
-fn bool_input(parameter: &str, value: &str) -> Result<bool, ApiError> {
+pub(crate) fn bool_input(parameter: &str, value: &str) -> Result<bool, ApiError> {
     match value {
         "true" => Ok(true),
         "false" => Ok(false),
@@ -727,6 +756,17 @@ pub async fn get_access_code(
 ) -> Result<Json<AccessCodeDetail>, ApiError> {
     let Path(access_code_id) = access_code_id.map_err(|e| bad("access_code_id", e.body_text()))?;
     let access_code_id = id_input("access_code_id", &access_code_id)?;
+    Ok(Json(access_code_detail(&state.pool, access_code_id, state.settings.store_pins).await?))
+}
+
+/// One access code with its history, recent events and backup relation, as
+/// `GET /v1/access_codes/{id}` and the console's code page show it; the PIN only
+/// with `store_pins`. `access_code_id` is checked (`id_input`).
+pub(crate) async fn access_code_detail(
+    pool: &sqlx::PgPool,
+    access_code_id: &str,
+    store_pins: bool,
+) -> Result<AccessCodeDetail, ApiError> {
     let view = sqlx::query_as!(
         AccessCodeView,
         r#"SELECT access_code_id, device_id, workspace_id, name, type AS kind, status, is_managed, starts_at,
@@ -739,7 +779,7 @@ pub async fn get_access_code(
          FROM access_codes WHERE access_code_id = $1"#,
         access_code_id,
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(pool)
     .await
     .map_err(blaming("access_code_id"))?;
     let view = view.ok_or(ApiError::NotFound)?;
@@ -750,7 +790,7 @@ pub async fn get_access_code(
          FROM access_code_history WHERE access_code_id = $1 ORDER BY id"#,
         access_code_id,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(pool)
     .await
     .map_err(blaming("access_code_id"))?;
     let recent_events = sqlx::query_as!(
@@ -759,7 +799,7 @@ pub async fn get_access_code(
          WHERE access_code_id = $1 ORDER BY received_at DESC LIMIT 50",
         access_code_id,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(pool)
     .await
     .map_err(blaming("access_code_id"))?;
     let backup_access_code = match &view.pulled_backup_access_code_id {
@@ -769,7 +809,7 @@ pub async fn get_access_code(
                 "SELECT status, starts_at, ends_at, deleted_at, code FROM access_codes WHERE access_code_id = $1",
                 backup_id,
             )
-            .fetch_optional(&state.pool)
+            .fetch_optional(pool)
             .await?;
             Some(match row {
                 Some(row) => BackupCodeSummary {
@@ -779,7 +819,7 @@ pub async fn get_access_code(
                     starts_at: row.starts_at,
                     ends_at: row.ends_at,
                     deleted_at: row.deleted_at,
-                    code: row.code.filter(|_| state.settings.store_pins),
+                    code: row.code.filter(|_| store_pins),
                 },
                 None => BackupCodeSummary {
                     access_code_id: backup_id.clone(),
@@ -799,21 +839,94 @@ pub async fn get_access_code(
          FROM backup_pulls WHERE access_code_id = $1",
         access_code_id,
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(Json(AccessCodeDetail {
-        access_code: hide_pin(view, state.settings.store_pins),
+    Ok(AccessCodeDetail {
+        access_code: hide_pin(view, store_pins),
         history,
         recent_events,
         backup_access_code,
         backup_pull,
-    }))
+    })
+}
+
+/// Query of `GET /v1/changes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    pub last_event_id: Option<String>,
+}
+
+/// The change stream: Server-Sent Events, one per change of the mirror's history.
+// Parameters: `changes_parameters`, set by `document`.
+#[utoipa::path(
+    get,
+    path = "/v1/changes",
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+            description = "An endless stream of Server-Sent Events: one per history row, oldest first, each \
+            exactly once, `id:` the history id and `data:` the change notification's JSON \
+            (`{access_code_id, change, changes, origin, previous_status, status, warnings, errors, event_type, \
+            backup_access_code_id?, backup_of_access_code_id?}`); a `:heartbeat` comment every 15 s. Without \
+            `Last-Event-ID` it starts with the next change."),
+        (status = 400, description = "`Last-Event-ID` or `last_event_id` is not a history id, or an unknown \
+            query parameter", body = ApiErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 431, description = "The request line and headers exceed `server.max_header_bytes` (16 KiB) \
+            or `server.max_headers` (64): refused before it is read, without a body"),
+        (status = 503, description = "`api.max_change_streams` streams are open (`too_many_streams`, with \
+            `Retry-After`), or the database is failing", body = ApiErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn changes(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| bad(&rejected_parameter(&e.body_text()), e.body_text()))?;
+    let start = super::changes::requested_start(&headers, query.last_event_id.as_deref())
+        .map_err(|parameter| bad(parameter, "expected a history id: a decimal integer, 0 or more"))?;
+    open_change_stream(&state, start).await
+}
+
+/// Opens a change stream for `/v1/changes` or the console.
+pub(crate) async fn open_change_stream(state: &AppState, start: super::changes::Start) -> Result<Response, ApiError> {
+    let feed = state.changes.as_ref().ok_or(ApiError::NotFound)?;
+    match feed.open(start).await {
+        Err(super::changes::TooManyStreams) => {
+            Err(ApiError::TooManyStreams { retry_after_seconds: state.settings.server.retry_after_seconds })
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+fn changes_parameters() -> Vec<Parameter> {
+    let id = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^(0|[1-9][0-9]{0,17})$"))
+            .description(Some("A history id (the `id:` of an event): the stream resumes after it."))
+            .build()
+    };
+    vec![
+        query_parameter("last_event_id", id()),
+        ParameterBuilder::new()
+            .name("Last-Event-ID")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .schema(Some(id()))
+            .description(Some("As `last_event_id`, and wins over it: what an `EventSource` sends when it reconnects."))
+            .build(),
+    ]
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "seam-access-sync read API", description = "The mirror of Seam access codes kept by seam-access-sync."),
-    paths(list_access_codes, get_access_code),
+    paths(list_access_codes, get_access_code, changes),
     components(schemas(
         AccessCodeView,
         AccessCodePage,
@@ -847,6 +960,7 @@ pub fn document(max_page_size: u32) -> utoipa::openapi::OpenApi {
     let operations = [
         ("/v1/access_codes", list_parameters(max_page_size)),
         ("/v1/access_codes/{access_code_id}", vec![access_code_id_parameter()]),
+        ("/v1/changes", changes_parameters()),
     ];
     for (path, parameters) in operations {
         let operation = openapi.paths.paths.get_mut(path).and_then(|item| item.get.as_mut());

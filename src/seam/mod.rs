@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod client;
 pub mod credential;
 pub mod event;
+pub mod problems;
 pub mod redact;
 pub mod signature;
 pub mod workspaces;

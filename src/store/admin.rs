@@ -1,10 +1,13 @@
 //! What operators do and see: queue status, dead letters, manual re-fetches and
-//! retention. Used by the CLI and by `/metrics`.
+//! retention. Used by the CLI, the console and `/metrics`.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::seam::event::CodeEndpoint;
+use crate::store::import as import_progress;
 use crate::store::queue::{self, REFETCH_CHANNEL, RefetchRequest};
 
 crate::text_enum::text_enum! {
@@ -100,6 +103,50 @@ pub async fn catch_up_states(pool: &PgPool) -> sqlx::Result<Vec<CatchUpState>> {
     )
     .fetch_all(pool)
     .await
+}
+
+/// One workspace's jobs, for `status` and the console's health page: its catch-up state and its newest import run.
+pub struct WorkspaceJobs {
+    /// The workspace id ('' for the single-key setup while it is unknown).
+    pub key: String,
+    pub label: Option<String>,
+    pub catch_up: Option<CatchUpState>,
+    pub import: Option<import_progress::RunSummary>,
+}
+
+/// The workspaces that have catch-up state or import runs, by key.
+pub fn workspace_jobs(catch_ups: Vec<CatchUpState>, imports: Vec<import_progress::RunSummary>) -> Vec<WorkspaceJobs> {
+    fn of<'a>(jobs: &'a mut BTreeMap<String, WorkspaceJobs>, key: &str) -> &'a mut WorkspaceJobs {
+        let new = || WorkspaceJobs { key: key.to_owned(), label: None, catch_up: None, import: None };
+        jobs.entry(key.to_owned()).or_insert_with(new)
+    }
+    let mut jobs = BTreeMap::new();
+    for state in catch_ups {
+        let job = of(&mut jobs, &state.workspace_key);
+        job.label = job.label.take().or_else(|| state.workspace_label.clone());
+        job.catch_up = Some(state);
+    }
+    for run in imports {
+        let job = of(&mut jobs, &run.workspace_key);
+        job.label = job.label.take().or_else(|| run.workspace_label.clone());
+        job.import = Some(run);
+    }
+    jobs.into_values().collect()
+}
+
+/// Every workspace's catch-up and newest import, as `status` and the console show
+/// them: the state kept for a workspace not known yet is left out when nothing ran
+/// under it and other workspaces have some; with none at all, one empty entry.
+pub async fn workspaces_jobs(pool: &PgPool) -> sqlx::Result<Vec<WorkspaceJobs>> {
+    let mut workspaces = workspace_jobs(catch_up_states(pool).await?, import_progress::latest_runs(pool).await?);
+    let ran = |w: &WorkspaceJobs| w.import.is_some() || w.catch_up.as_ref().is_some_and(|c| c.last_run_at.is_some());
+    if workspaces.len() > 1 {
+        workspaces.retain(|w| !w.key.is_empty() || ran(w));
+    }
+    if workspaces.is_empty() {
+        workspaces.push(WorkspaceJobs { key: String::new(), label: None, catch_up: None, import: None });
+    }
+    Ok(workspaces)
 }
 
 #[derive(Debug, Clone, PartialEq)]

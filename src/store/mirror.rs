@@ -468,7 +468,8 @@ async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &Event
 }
 
 /// Adds the history row of a change and tells listeners about it, in the same
-/// transaction.
+/// transaction: the notification is the row's `ChangeRecord::payload`, as the
+/// change stream sends it.
 async fn record_change(
     conn: &mut PgConnection,
     fetch: &Fetch<'_>,
@@ -479,12 +480,18 @@ async fn record_change(
 ) -> sqlx::Result<()> {
     let trigger = &fetch.trigger;
     let fields: Vec<&str> = change.fields.iter().map(|field| field.as_str()).collect();
-    sqlx::query!(
+    let record = sqlx::query_as!(
+        ChangeRecord,
         r#"
         INSERT INTO access_code_history
             (access_code_id, change, previous_status, status, warnings, errors,
-             event_id, event_type, event_occurred_at, fetched_at, changes, origin)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             event_id, event_type, event_occurred_at, fetched_at, changes, origin,
+             backup_access_code_id, backup_of_access_code_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        RETURNING id, access_code_id, change AS "change: ChangeKind", changes, origin AS "origin: Origin",
+                  previous_status, status, jsonb_array_length(warnings) AS "warnings!",
+                  jsonb_array_length(errors) AS "errors!", event_type, backup_access_code_id,
+                  backup_of_access_code_id
         "#,
         fetch.access_code_id,
         change.kind as _,
@@ -498,29 +505,76 @@ async fn record_change(
         fetch.started_at,
         &fields as &[&str],
         fetch.origin as _,
+        now.pulled_backup_access_code_id,
+        backup_of,
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let mut payload = serde_json::json!({
-        "access_code_id": fetch.access_code_id,
-        "change": change.kind,
-        "changes": fields,
-        "origin": fetch.origin,
-        "previous_status": previous_status,
-        "status": now.status,
-        "warnings": now.warnings.as_array().map_or(0, Vec::len),
-        "errors": now.errors.as_array().map_or(0, Vec::len),
-        "event_type": trigger.event_type,
-    });
-    // The backup relation, so that an application can hand the guest the backup PIN.
-    if let Some(backup) = &now.pulled_backup_access_code_id {
-        payload["backup_access_code_id"] = backup.as_str().into();
-    }
-    if let Some(original) = backup_of {
-        payload["backup_of_access_code_id"] = original.into();
-    }
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANGE_CHANNEL, payload.to_string()).execute(conn).await?;
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANGE_CHANNEL, record.payload().to_string()).execute(conn).await?;
     Ok(())
+}
+
+/// One history row as its change notification (`NOTIFY access_code_changed`) and
+/// the change stream (`GET /v1/changes`) tell it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRecord {
+    /// `access_code_history.id`: the stream's event id.
+    pub id: i64,
+    pub access_code_id: String,
+    pub change: ChangeKind,
+    pub changes: Vec<String>,
+    pub origin: Origin,
+    pub previous_status: Option<String>,
+    pub status: Option<String>,
+    /// How many warnings and errors the code had after the change.
+    pub warnings: i32,
+    pub errors: i32,
+    pub event_type: Option<String>,
+    pub backup_access_code_id: Option<String>,
+    pub backup_of_access_code_id: Option<String>,
+}
+
+impl ChangeRecord {
+    /// The JSON of the notification and of the stream's event: the one place it is built.
+    pub fn payload(&self) -> Value {
+        let mut payload = serde_json::json!({
+            "access_code_id": self.access_code_id,
+            "change": self.change,
+            "changes": self.changes,
+            "origin": self.origin,
+            "previous_status": self.previous_status,
+            "status": self.status,
+            "warnings": self.warnings,
+            "errors": self.errors,
+            "event_type": self.event_type,
+        });
+        // The backup relation, so that an application can hand the guest the backup PIN.
+        if let Some(backup) = &self.backup_access_code_id {
+            payload["backup_access_code_id"] = backup.as_str().into();
+        }
+        if let Some(original) = &self.backup_of_access_code_id {
+            payload["backup_of_access_code_id"] = original.as_str().into();
+        }
+        payload
+    }
+}
+
+/// The history rows after `after_id`, oldest first, at most `limit`: what the change
+/// stream sends next. Read in the caller's transaction (see `http::changes` for why
+/// the stream reads them with the transaction's snapshot).
+pub async fn changes_after(conn: &mut PgConnection, after_id: i64, limit: i64) -> sqlx::Result<Vec<ChangeRecord>> {
+    sqlx::query_as!(
+        ChangeRecord,
+        r#"SELECT id, access_code_id, change AS "change: ChangeKind", changes, origin AS "origin: Origin",
+                  previous_status, status, jsonb_array_length(warnings) AS "warnings!",
+                  jsonb_array_length(errors) AS "errors!", event_type, backup_access_code_id,
+                  backup_of_access_code_id
+           FROM access_code_history WHERE id > $1 ORDER BY id LIMIT $2"#,
+        after_id,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
 }
 
 #[cfg(test)]

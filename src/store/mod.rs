@@ -5,6 +5,8 @@
 
 pub mod admin;
 pub mod backup;
+pub mod changes;
+pub mod console;
 pub mod import;
 pub mod intake;
 pub mod mirror;

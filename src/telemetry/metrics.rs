@@ -117,6 +117,8 @@ crate::text_enum::text_enum! {
         Workspaces = "workspaces",
         /// Decides and makes backup access code pulls.
         BackupPulls = "backup_pulls",
+        /// The change stream's shared LISTEN (`/v1/changes`, the console).
+        ChangeFeed = "change_feed",
     }
 }
 
@@ -218,6 +220,8 @@ pub struct Metrics {
     pub backup_pulls: Counters<Outcome<BackupPullOutcome>>,
     pub events_unroutable: Counter,
     pub workspace_mismatches: Counter,
+    /// Change streams open (`/v1/changes`, the console's live updates) in this process.
+    pub change_streams: Gauge,
     catch_up_mark_age: GaugeF64,
     catch_up_success_age: GaugeF64,
     refetches_pending: Gauge,
@@ -298,6 +302,8 @@ impl Metrics {
             Counter::default() },
             workspace_mismatches: register! { "webhook_workspace_mismatches", "Deliveries refused because a workspace's secret signed another workspace's event",
             Counter::default() },
+            change_streams: register! { "change_streams_open", "Change streams open in this process (GET /v1/changes and the console's live updates)",
+            Gauge::default() },
             catch_up_mark_age: register! { "catch_up_high_water_mark_age_seconds", "How far behind catch-up is: age of the time up to which it has read Seam's log (-1: not yet)",
             GaugeF64::default() },
             catch_up_success_age: register! { "catch_up_last_success_age_seconds", "Since the last successful catch-up run (-1: none yet)",

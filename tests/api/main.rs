@@ -3,6 +3,8 @@
 mod abuse;
 mod backup;
 mod breaker;
+mod changes;
+mod console;
 mod contract;
 mod helpers;
 mod import;

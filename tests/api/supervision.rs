@@ -179,7 +179,9 @@ async fn a_worker_step_that_panics_fails_that_fetch_not_the_loop(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_worker_process_supervises_its_background_tasks(pool: PgPool) {
-    let extra = "[server]\nrun_mode = \"all\"\n[import]\non_start = true";
+    // With a read-API token, so that the change stream's listener runs too.
+    let extra = "[server]\nrun_mode = \"all\"\n[import]\non_start = true\n\
+                 [api]\ntokens = \"supervision-token-0123456789abcdef0123\"";
     let app = spawn_app_with(pool.clone(), settings("http://127.0.0.1:9", extra)).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for task in Task::ALL {

@@ -9,6 +9,7 @@
 mod api_key;
 mod backup;
 mod catch_up;
+mod console;
 mod contract;
 mod delivery;
 mod import;
