@@ -456,7 +456,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let opts = Opts::parse();
     seam_access_sync::install_tls_provider();
-    let db_url = format!("{SERVER}/sas_bench_{}", std::process::id());
+    // Every subject (the service, pgbench, the Node receiver) reaches the local
+    // Postgres the same way: over loopback without TLS, as a database on the same
+    // host or in a sidecar is reached. (libpq and sqlx would otherwise negotiate TLS
+    // with a server that offers it, and node-postgres would not: BENCHMARKS.md
+    // shows what TLS costs the service.)
+    let db_url = format!("{SERVER}/sas_bench_{}?sslmode=disable", std::process::id());
     Postgres::create_database(&db_url).await?;
     let started = Instant::now();
     let loads_at_start = machine::loadavg();

@@ -23,6 +23,7 @@ use crate::jobs::{prune, sweep};
 use crate::seam::signature::{SecretScope, Verifier, WebhookSecrets};
 use crate::seam::workspaces::{StartRefused, Workspaces};
 use crate::store::intake::{IntakeWriter, IntakeWriters};
+use crate::store::queue::RefetchNotifier;
 use crate::store::{self};
 use crate::telemetry::metrics::{Metrics, Task};
 
@@ -108,8 +109,10 @@ impl Application {
             .as_ref()
             .map(|_| ChangeFeed::new(pool.clone(), settings.api.max_change_streams, metrics.change_streams.clone()));
         let console = api_tokens.as_ref().map(|tokens| Sessions::new(tokens, &settings.console));
+        // Work the intake queues wakes this process's worker at once, and others by NOTIFY.
+        let notifier = RefetchNotifier::new(worker.as_ref().map(Worker::wake_handle));
         let (intake, intake_writers) =
-            IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch);
+            IntakeWriter::new(pool.clone(), settings.server.intake_writers, settings.server.intake_max_batch, notifier);
         let settings = Arc::new(settings);
         let state = AppState::new(Shared {
             pool,
@@ -150,6 +153,8 @@ impl Application {
             let writers = intake_writers.clone();
             supervisor.spawn(Task::IntakeWriter, move |_| writers.clone().run_one());
         }
+        let writers = intake_writers.clone();
+        supervisor.spawn(Task::IntakeWriter, move |stop| writers.clone().run_notifier(stop));
         let workspaces = state.workspaces.clone();
         supervisor.spawn(Task::Workspaces, move |stop| {
             workspaces.clone().resolve_until_known(std::time::Duration::from_secs(30), stop)

@@ -62,6 +62,11 @@ impl Worker {
         Worker { pool, workspaces, settings, store_pins, metrics, wake: Arc::new(Notify::new()) }
     }
 
+    /// The wake-up of this worker's loops, for work queued in this process.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Claims, fetches and stores one due re-fetch.
     pub async fn try_execute_task(&self) -> anyhow::Result<TaskOutcome> {
         let filter = self.workspaces.claim_filter();

@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::seam::event::{CodeEndpoint, EventAction, EventRef, SeamEvent};
-use crate::store::queue::{self, KnownCode, RefetchRequest};
+use crate::store::queue::{self, KnownCode, RefetchNotifier, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -51,7 +52,22 @@ pub async fn store_event(pool: &PgPool, delivery_id: Option<&str>, event: &SeamE
 
 /// Stores events in one transaction; returns, for each, whether it was new.
 /// Within the batch, the first of several copies of one event is the new one.
+/// The re-fetches it queues are NOTIFYed at its commit.
 pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result<Vec<Stored>> {
+    Ok(store_batch(pool, batch, Announce::AtCommit).await?.0)
+}
+
+/// How the re-fetches a batch queues are announced to the workers.
+#[derive(Clone, Copy, PartialEq)]
+enum Announce {
+    /// A NOTIFY in the transaction.
+    AtCommit,
+    /// None: the caller announces them after the commit (`RefetchNotifier`).
+    ByCaller,
+}
+
+/// `store_events`; also says whether it queued any re-fetch.
+async fn store_batch(pool: &PgPool, batch: &[Incoming<'_>], announce: Announce) -> sqlx::Result<(Vec<Stored>, bool)> {
     // Rows go in in event_id order, so concurrent batches cannot deadlock.
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by_key(|&i| &batch[i].event.event_id);
@@ -83,9 +99,13 @@ pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result
     let new_events: Vec<&SeamEvent> =
         batch.iter().zip(&stored).filter(|(_, s)| **s == Stored::New).map(|(i, _)| i.event).collect();
     let affected = codes_affected(&mut tx, &new_events).await?;
-    queue::enqueue_all(&mut tx, &merge_requests(&new_events, &affected)).await?;
+    let requests = merge_requests(&new_events, &affected);
+    match announce {
+        Announce::AtCommit => queue::enqueue_all(&mut tx, &requests).await?,
+        Announce::ByCaller => queue::enqueue_all_unannounced(&mut tx, &requests).await?,
+    }
     tx.commit().await?;
-    Ok(stored)
+    Ok((stored, !requests.is_empty()))
 }
 
 /// A mirrored code that a device or account event asks to fetch again.
@@ -228,16 +248,23 @@ pub struct IntakeWriters {
     pool: PgPool,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
+    notifier: RefetchNotifier,
 }
 
 impl IntakeWriter {
     /// The front for request handlers and the writer side, for up to `writers`
     /// loops each committing up to `max_batch` deliveries at once. The loops end
     /// when the last `IntakeWriter` clone is dropped.
-    pub fn new(pool: PgPool, writers: usize, max_batch: usize) -> (IntakeWriter, IntakeWriters) {
+    /// The work they queue is announced by `notifier` after each commit.
+    pub fn new(
+        pool: PgPool,
+        writers: usize,
+        max_batch: usize,
+        notifier: RefetchNotifier,
+    ) -> (IntakeWriter, IntakeWriters) {
         let (jobs, receiver) = mpsc::channel::<Job>(max_batch.max(1) * writers.max(1) * 4);
         let receiver = Arc::new(Mutex::new(receiver));
-        (IntakeWriter { jobs }, IntakeWriters { pool, receiver, max_batch: max_batch.max(1) })
+        (IntakeWriter { jobs }, IntakeWriters { pool, receiver, max_batch: max_batch.max(1), notifier })
     }
 
     /// Stores one delivery; returns after its transaction committed.
@@ -255,11 +282,21 @@ impl IntakeWriters {
     /// `IntakeWriter` is dropped. A delivery whose batch panicked is answered
     /// "stopped" (503: the sender retries) as its reply is dropped.
     pub async fn run_one(self) {
-        write_batches(self.pool, self.receiver, self.max_batch).await;
+        write_batches(self.pool, self.receiver, self.max_batch, &self.notifier).await;
+    }
+
+    /// The task sending the writers' NOTIFYs, until `stop` fires.
+    pub async fn run_notifier(self, stop: CancellationToken) {
+        self.notifier.run(self.pool, stop).await;
     }
 }
 
-async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+async fn write_batches(
+    pool: PgPool,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max_batch: usize,
+    notifier: &RefetchNotifier,
+) {
     loop {
         let mut jobs = Vec::with_capacity(max_batch);
         {
@@ -270,7 +307,7 @@ async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
         }
         let batch: Vec<Incoming> =
             jobs.iter().map(|job| Incoming { delivery_id: Some(&job.delivery_id), event: &job.event }).collect();
-        let result = match store_events(&pool, &batch).await {
+        let result = match store_batch(&pool, &batch, Announce::ByCaller).await {
             // One delivery's bad data must not fail the others that shared its
             // transaction: store them one by one, so only it is refused.
             Err(e) if batch.len() > 1 && crate::store::is_data_error(&e) => {
@@ -278,6 +315,7 @@ async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
                 for incoming in &batch {
                     each.push(store_events(&pool, std::slice::from_ref(incoming)).await.map(|s| s[0]));
                 }
+                notifier.signal();
                 for (job, stored) in jobs.into_iter().zip(each) {
                     let _ = job.reply.send(stored.map_err(|e| StoreError(e.to_string().into())));
                 }
@@ -286,7 +324,10 @@ async fn write_batches(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
             result => result,
         };
         match result {
-            Ok(stored) => {
+            Ok((stored, queued)) => {
+                if queued {
+                    notifier.signal();
+                }
                 for (job, stored) in jobs.into_iter().zip(stored) {
                     let _ = job.reply.send(Ok(stored));
                 }

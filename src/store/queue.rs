@@ -2,10 +2,14 @@
 //! claimed under a lease, so any number of workers in any number of processes
 //! fetch each code at most once at a time and nothing is lost when one dies.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::seam::event::{CodeEndpoint, EventRef};
@@ -66,6 +70,22 @@ pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> s
 /// caller's transaction; the NOTIFY is delivered at its commit. At most one request
 /// per code (merge them first).
 pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
+    upsert_requests(conn, requests, Some(REFETCH_CHANNEL)).await
+}
+
+/// As `enqueue_all`, without the NOTIFY: for the intake, whose commits would
+/// otherwise queue behind each other (Postgres serialises the commits of notifying
+/// transactions, fsync included); it announces the work after the commit instead
+/// (`RefetchNotifier`).
+pub async fn enqueue_all_unannounced(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
+    upsert_requests(conn, requests, None).await
+}
+
+async fn upsert_requests(
+    conn: &mut PgConnection,
+    requests: &[RefetchRequest<'_>],
+    channel: Option<&str>,
+) -> sqlx::Result<()> {
     if requests.is_empty() {
         return Ok(());
     }
@@ -93,12 +113,61 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
         event_ids as _,
         event_types as _,
         occurred as _,
-        REFETCH_CHANNEL,
+        channel,
         accounts as _,
     )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Announces work the intake queued, after its commit: at once to a worker in this
+/// process, and by one `NOTIFY` on the refetch channel to workers elsewhere, sent
+/// by its own task at most once per `MIN_NOTIFY_GAP` however many batches commit.
+/// A NOTIFY lost (the database down) is covered by the workers' polling.
+#[derive(Clone)]
+pub struct RefetchNotifier(Arc<NotifierState>);
+
+struct NotifierState {
+    /// The in-process worker's wake-up, when this process runs one.
+    local: Option<Arc<Notify>>,
+    /// Work queued since the last NOTIFY.
+    pending: AtomicBool,
+    announce: Notify,
+}
+
+/// Batches committing closer together than this share one NOTIFY.
+const MIN_NOTIFY_GAP: Duration = Duration::from_millis(5);
+
+impl RefetchNotifier {
+    pub fn new(local: Option<Arc<Notify>>) -> RefetchNotifier {
+        RefetchNotifier(Arc::new(NotifierState { local, pending: AtomicBool::new(false), announce: Notify::new() }))
+    }
+
+    /// New work was committed.
+    pub fn signal(&self) {
+        if let Some(local) = &self.0.local {
+            local.notify_one();
+        }
+        if !self.0.pending.swap(true, Ordering::AcqRel) {
+            self.0.announce.notify_one();
+        }
+    }
+
+    /// Sends the NOTIFYs until `stop` fires.
+    pub async fn run(self, pool: PgPool, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.0.announce.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+            self.0.pending.store(false, Ordering::Release);
+            if let Err(e) = sqlx::query!("SELECT pg_notify($1, '')", REFETCH_CHANNEL).execute(&pool).await {
+                tracing::warn!(error = %e, "cannot NOTIFY new work; the workers' polling finds it");
+            }
+            tokio::time::sleep(MIN_NOTIFY_GAP).await;
+        }
+    }
 }
 
 /// A re-fetch this worker holds until `claimed_until`.
