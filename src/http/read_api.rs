@@ -26,6 +26,7 @@ use utoipa::openapi::{Object, Required};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
+use crate::store::console::CodeFilter;
 
 /// The configured tokens, kept as SHA-256 digests and compared in constant time.
 #[derive(Clone)]
@@ -682,33 +683,24 @@ pub async fn list_access_codes(
     let has_warnings = query.has_warnings.as_deref().map(|v| bool_input("has_warnings", v)).transpose()?;
     let deleted = query.deleted.as_deref().map(|v| bool_input("deleted", v)).transpose()?;
 
-    let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {VIEW_COLUMNS} FROM access_codes WHERE true"));
-    if let Some(status) = status {
-        sql.push(" AND status = ").push_bind(status);
-    }
-    if let Some(device_id) = device_id {
-        sql.push(" AND device_id = ").push_bind(device_id);
-    }
-    if let Some(workspace_id) = workspace_id {
-        sql.push(" AND workspace_id = ").push_bind(workspace_id);
-    }
-    if let Some(has) = has_errors {
-        sql.push(" AND (jsonb_array_length(errors) > 0) = ").push_bind(has);
-    }
-    if let Some(has) = has_warnings {
-        sql.push(" AND (jsonb_array_length(warnings) > 0) = ").push_bind(has);
-    }
-    if let Some(deleted) = deleted {
-        sql.push(" AND (deleted_at IS NOT NULL) = ").push_bind(deleted);
-    }
+    let filter = CodeFilter {
+        status: status.map(str::to_owned),
+        has_errors,
+        has_warnings,
+        deleted,
+        device_id: device_id.map(str::to_owned),
+        workspace_id: workspace_id.map(str::to_owned),
+        search: None,
+    };
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {VIEW_COLUMNS} FROM access_codes a"));
+    crate::store::console::push_filter(&mut sql, &filter);
     if let Some(since) = updated_since {
-        sql.push(" AND updated_at >= ").push_bind(since);
+        sql.push(" AND a.updated_at >= ").push_bind(since);
     }
     if let Some(after) = &after {
-        sql.push(" AND access_code_id > ").push_bind(after);
+        sql.push(" AND a.access_code_id > ").push_bind(after);
     }
-    sql.push(" ORDER BY access_code_id LIMIT ").push_bind(i64::from(limit) + 1);
+    sql.push(" ORDER BY a.access_code_id LIMIT ").push_bind(i64::from(limit) + 1);
     let mut rows: Vec<AccessCodeView> = sql.build_query_as().fetch_all(&state.pool).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);

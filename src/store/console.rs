@@ -50,7 +50,9 @@ const PROBLEMS_FIRST: &str = "CASE WHEN a.deleted_at IS NOT NULL THEN 4
           WHEN a.status IS NULL OR a.status IN ('setting', 'removing', 'unknown') THEN 2
           ELSE 3 END, last_change_at DESC, a.access_code_id";
 
-fn push_filter(sql: &mut QueryBuilder<Postgres>, filter: &CodeFilter) {
+/// `WHERE` and the conditions of `filter`, on the mirror aliased `a`: the one filter
+/// of the codes table and of `GET /v1/access_codes`.
+pub fn push_filter(sql: &mut QueryBuilder<Postgres>, filter: &CodeFilter) {
     sql.push(" WHERE true");
     if let Some(status) = &filter.status {
         sql.push(" AND a.status = ").push_bind(status.clone());

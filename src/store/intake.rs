@@ -312,10 +312,15 @@ async fn write_batches(
             // transaction: store them one by one, so only it is refused.
             Err(e) if batch.len() > 1 && crate::store::is_data_error(&e) => {
                 let mut each = Vec::with_capacity(batch.len());
+                let mut queued = false;
                 for incoming in &batch {
-                    each.push(store_events(&pool, std::slice::from_ref(incoming)).await.map(|s| s[0]));
+                    let alone = store_batch(&pool, std::slice::from_ref(incoming), Announce::ByCaller).await;
+                    queued |= alone.as_ref().is_ok_and(|(_, q)| *q);
+                    each.push(alone.map(|(stored, _)| stored[0]));
                 }
-                notifier.signal();
+                if queued {
+                    notifier.signal();
+                }
                 for (job, stored) in jobs.into_iter().zip(each) {
                     let _ = job.reply.send(stored.map_err(|e| StoreError(e.to_string().into())));
                 }
