@@ -151,7 +151,7 @@ impl BackupPuller {
     /// fetched again (its history says `backup_pulled`).
     async fn pulled(&self, claim: &PullClaim, backup: Box<FetchedCode>) -> anyhow::Result<PullResult> {
         let backup_id = backup.code.access_code_id.clone();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         if !backup::lock_claim(&mut tx, claim).await? {
             return Ok(PullResult::ClaimLost);
         }
@@ -186,7 +186,7 @@ impl BackupPuller {
 
     /// The code shows the backup an earlier call pulled: recorded without a call.
     async fn recovered(&self, claim: &PullClaim, original: &FetchedCode, backup: String) -> anyhow::Result<PullResult> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         if !backup::lock_claim(&mut tx, claim).await? {
             return Ok(PullResult::ClaimLost);
         }
@@ -258,7 +258,7 @@ impl BackupPuller {
     }
 
     async fn failed(&self, claim: &PullClaim, outcome: BackupPullOutcome, error: &str) -> anyhow::Result<PullResult> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         if !backup::lock_claim(&mut tx, claim).await? {
             return Ok(PullResult::ClaimLost);
         }

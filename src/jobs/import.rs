@@ -372,7 +372,7 @@ impl Import {
         let listed_from = listed_from.expect("a list call was made");
         let mut counts = CodeCounts { skipped: skipped as i32, ..CodeCounts::default() };
         let mut listed: Vec<String> = Vec::new();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         for (endpoint, started_at, codes) in &pages {
             for fetched in codes {
                 let code = &fetched.code;

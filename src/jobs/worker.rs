@@ -190,7 +190,7 @@ impl Worker {
     }
 
     async fn store(&self, claim: &Claim, endpoint: CodeEndpoint, observed: Observed<'_>) -> anyhow::Result<TaskResult> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         if !queue::lock_claim(&mut tx, claim).await? {
             tracing::warn!(access_code_id = %claim.access_code_id, "claim lost to another worker; result dropped");
             self.metrics.worker_error(WorkerError::ClaimLost);

@@ -174,7 +174,7 @@ pub async fn dead_letters(pool: &PgPool) -> sqlx::Result<Vec<DeadLetter>> {
 /// Puts dead letters back in the queue, due now: the given ones, or all when
 /// `ids` is None. Returns the ids redriven.
 pub async fn redrive(pool: &PgPool, ids: Option<&[String]>) -> sqlx::Result<Vec<String>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let redriven: Vec<String> = sqlx::query_scalar!(
         "UPDATE access_code_refetches SET
              dead_lettered_at = NULL, attempts = 0, next_attempt_at = now(),

@@ -12,7 +12,7 @@
 
 use sqlx::PgPool;
 
-use crate::store::mirror::{self, ChangeRecord};
+use crate::store::mirror::{ChangeKind, ChangeRecord, Origin};
 
 /// One read: the rows and the snapshot they were read with.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,20 +25,43 @@ pub struct ChangesRead {
 }
 
 /// The history rows after `after_id` (at most `limit`), with the snapshot they were
-/// read under.
+/// read under (0 and 0 when there are none: nothing then depends on it).
+///
+/// One statement, so one snapshot holds for the rows and its bounds alike, and no
+/// transaction is begun: a stream whose client goes away mid-read leaves nothing open.
 pub async fn read_after(pool: &PgPool, after_id: i64, limit: i64) -> sqlx::Result<ChangesRead> {
-    let mut tx = pool.begin().await?;
-    sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-    // The first statement takes the transaction's snapshot; the rows are read with it.
-    let snapshot = sqlx::query!(
+    let rows = sqlx::query!(
         r#"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS "xmin!",
-                  pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS "xmax!""#
+                  pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS "xmax!",
+                  id, access_code_id, change AS "change: ChangeKind", changes, origin AS "origin: Origin",
+                  previous_status, status, jsonb_array_length(warnings) AS "warnings!",
+                  jsonb_array_length(errors) AS "errors!", event_type, backup_access_code_id,
+                  backup_of_access_code_id
+           FROM access_code_history WHERE id > $1 ORDER BY id LIMIT $2"#,
+        after_id,
+        limit,
     )
-    .fetch_one(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    let records = mirror::changes_after(&mut tx, after_id, limit).await?;
-    tx.commit().await?;
-    Ok(ChangesRead { xmin: snapshot.xmin, xmax: snapshot.xmax, records })
+    let (xmin, xmax) = rows.first().map_or((0, 0), |row| (row.xmin, row.xmax));
+    let records = rows
+        .into_iter()
+        .map(|row| ChangeRecord {
+            id: row.id,
+            access_code_id: row.access_code_id,
+            change: row.change,
+            changes: row.changes,
+            origin: row.origin,
+            previous_status: row.previous_status,
+            status: row.status,
+            warnings: row.warnings,
+            errors: row.errors,
+            event_type: row.event_type,
+            backup_access_code_id: row.backup_access_code_id,
+            backup_of_access_code_id: row.backup_of_access_code_id,
+        })
+        .collect();
+    Ok(ChangesRead { xmin, xmax, records })
 }
 
 /// The newest history id (0 when there is none): where a stream opened without
@@ -82,7 +105,6 @@ impl Position {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::mirror::{ChangeKind, Origin};
 
     fn record(id: i64) -> ChangeRecord {
         ChangeRecord {

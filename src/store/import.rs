@@ -137,7 +137,7 @@ pub async fn record_devices_page(
     next_cursor: Option<&str>,
     calls: u32,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
     let accounts: Vec<Option<&str>> = devices.iter().map(|d| d.connected_account_id.as_deref()).collect();
     let workspaces: Vec<Option<&str>> = devices.iter().map(|d| d.workspace_id.as_deref()).collect();
@@ -279,7 +279,7 @@ pub async fn finish_device(
 /// workspace whose device the run did not list (and that no fetch saw since the
 /// listing began), and marks the run finished. Returns how many were queued.
 pub async fn finish_run(pool: &PgPool, run: &Run, scope: &JobScope) -> sqlx::Result<usize> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let codes = sqlx::query_as!(
         KnownCode,
         "SELECT a.access_code_id, a.is_managed, a.device_id, a.workspace_id, a.connected_account_id

@@ -76,7 +76,7 @@ async fn store_batch(pool: &PgPool, batch: &[Incoming<'_>], announce: Announce) 
     let text = |f: &dyn Fn(&SeamEvent) -> Option<&str>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
     let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
 
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let inserted: Vec<String> = sqlx::query_file_scalar!(
         "src/store/sql/insert_events.sql",
         text(&|e| Some(e.event_id.as_str())) as _,

@@ -559,24 +559,6 @@ impl ChangeRecord {
     }
 }
 
-/// The history rows after `after_id`, oldest first, at most `limit`: what the change
-/// stream sends next. Read in the caller's transaction (see `http::changes` for why
-/// the stream reads them with the transaction's snapshot).
-pub async fn changes_after(conn: &mut PgConnection, after_id: i64, limit: i64) -> sqlx::Result<Vec<ChangeRecord>> {
-    sqlx::query_as!(
-        ChangeRecord,
-        r#"SELECT id, access_code_id, change AS "change: ChangeKind", changes, origin AS "origin: Origin",
-                  previous_status, status, jsonb_array_length(warnings) AS "warnings!",
-                  jsonb_array_length(errors) AS "errors!", event_type, backup_access_code_id,
-                  backup_of_access_code_id
-           FROM access_code_history WHERE id > $1 ORDER BY id LIMIT $2"#,
-        after_id,
-        limit,
-    )
-    .fetch_all(conn)
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::DatabaseSettings;
 
@@ -40,6 +40,23 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 
 pub fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
     PgPoolOptions::new().max_connections(settings.max_connections).acquire_timeout(settings.acquire_timeout())
+}
+
+/// Begins a transaction on a pooled connection, safely even if the caller is
+/// dropped meanwhile (a client gone, a request timeout, a `select!`).
+///
+/// sqlx 0.9's `Pool::begin` is not: dropped while its `BEGIN` is in flight, it hands
+/// the connection back to the pool inside a transaction nothing ends
+/// (transact-rs/sqlx#4393), and the next borrower's statements run in it, with
+/// `now()` frozen at that `BEGIN` (the worker then saw no re-fetch as due) and
+/// their writes uncommitted. Here the `BEGIN` runs in a task of its own: a caller
+/// that goes away drops the finished transaction, which rolls back.
+pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        // The task panicked, or the runtime is shutting down: no transaction.
+        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(format!("BEGIN did not finish: {e}")))))
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

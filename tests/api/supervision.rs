@@ -1,6 +1,7 @@
 //! Background work that survives its failures: supervised tasks are restarted and
-//! counted, a panicking step fails that step and not its loop, and catch-up's lock
-//! is released however a run ends.
+//! counted, a panicking step fails that step and not its loop, catch-up's lock
+//! is released however a run ends, and a transaction abandoned while it begins
+//! leaves no transaction open on the pool's connection.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -236,4 +237,43 @@ async fn catch_up_releases_its_lock_when_a_run_is_dropped_mid_way(pool: PgPool) 
     .await;
     assert!(matches!(outcome, RunOutcome::Completed { .. }), "{outcome:?}");
     assert!(matches!(first.run_workspace(0).await.unwrap(), RunOutcome::Completed { .. }));
+}
+
+/// Whether `one`'s session was left inside a transaction: a statement on it first
+/// (it runs once the abandoned BEGIN's connection is back in the pool), then a look
+/// at its state from another session.
+async fn left_in_transaction(one: &PgPool, observer: &PgPool) -> bool {
+    sqlx::query!("SELECT 1 AS one").fetch_one(one).await.unwrap();
+    sqlx::query_scalar!(
+        r#"SELECT count(*) > 0 AS "left!" FROM pg_stat_activity
+           WHERE datname = current_database() AND state LIKE 'idle in transaction%'"#
+    )
+    .fetch_one(observer)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn a_transaction_abandoned_while_it_begins_leaves_no_transaction_open(pool: PgPool) {
+    // One connection, so every step below uses the one a cancelled BEGIN touched.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    assert!(!left_in_transaction(&one, &pool).await);
+    // Abandoned at every point from before the BEGIN is sent to after its answer.
+    let mut abandoned = 0;
+    for step in 0..200u64 {
+        let begun = tokio::time::timeout(Duration::from_micros(step * 10), store::begin(&one)).await;
+        abandoned += usize::from(begun.is_err());
+        drop(begun);
+        assert!(!left_in_transaction(&one, &pool).await, "left in a transaction after {} µs", step * 10);
+    }
+    assert!(abandoned > 0, "no BEGIN was abandoned: the test proves nothing");
+    // And a transaction that does begin still commits.
+    let mut tx = store::begin(&one).await.unwrap();
+    sqlx::query("CREATE TABLE begun (id int)").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(sqlx::query("SELECT id FROM begun").fetch_all(&one).await.unwrap().is_empty());
 }
