@@ -9,8 +9,8 @@
 //! - `pgbench` running the *minimal* durable work of one delivery per transaction
 //!   (insert the event row under its unique delivery id, upsert one job row per
 //!   code; no NOTIFY) on two tables of its own, and, as a second line, the
-//!   service's own intake statement for one delivery (`INTAKE_BATCH_SQL`, one
-//!   statement, as the service runs it),
+//!   service's own per-delivery SQL (`INSERT_EVENTS_SQL` + `ENQUEUE_SQL`, with its
+//!   `pg_notify`),
 //! - the Node receiver of `benches/node-receiver/` (express + `@seamapi/webhook` +
 //!   `pg`, written from Seam's docs, the same two minimal statements per delivery),
 //! - the binary in `run_mode = all` with a Seam stand-in answering at once (end to
@@ -129,12 +129,12 @@ fn minimal_script(codes: usize) -> String {
     )
 }
 
-/// Per transaction, exactly the statement the service runs for a batch of one
-/// delivery (`INTAKE_BATCH_SQL`, one-element arrays for its parameters, no NOTIFY
-/// channel, as the intake writers run it), on `codes` distinct codes.
+/// Per transaction, exactly the statements the service runs for one delivery
+/// (`INSERT_EVENTS_SQL` and `ENQUEUE_SQL`, with one-element arrays for their
+/// parameters, and ENQUEUE_SQL's `pg_notify`), on `codes` distinct codes.
 fn own_sql_script(codes: usize) -> String {
     let payload = load::event_body("ac_bench").replace('\'', "''");
-    // $16 down to $1: replacing in reverse order keeps "$1" from eating "$10".
+    // $10 before $1: replacing in reverse order keeps "$1" from eating "$10".
     let bind = |sql: &str, params: &[String]| {
         params
             .iter()
@@ -142,12 +142,11 @@ fn own_sql_script(codes: usize) -> String {
             .rev()
             .fold(sql.to_owned(), |sql, (i, value)| sql.replace(&format!("${}", i + 1), value))
     };
-    let statement = bind(
-        seam_access_sync::store::intake::INTAKE_BATCH_SQL,
+    let events = bind(
+        seam_access_sync::store::intake::INSERT_EVENTS_SQL,
         &[
-            // The statement reads $1 twice: one value per transaction, not one per use.
-            "ARRAY['ev_' || :event]".into(),
-            "ARRAY['msg_' || :event]".into(),
+            "ARRAY[gen_random_uuid()::text]".into(),
+            "ARRAY['msg_' || gen_random_uuid()::text]".into(),
             "ARRAY['access_code.set_on_device']".into(),
             "ARRAY['ac_' || :code]".into(),
             "ARRAY['device_bench']".into(),
@@ -156,18 +155,25 @@ fn own_sql_script(codes: usize) -> String {
             "ARRAY['refetch']".into(),
             format!("ARRAY['{payload}']"),
             "ARRAY['ca_bench']".into(),
-            "ARRAY[0]".into(),
-            "ARRAY['managed']".into(),
-            "ARRAY[NULL::text]".into(),
-            "ARRAY[NULL::text]".into(),
-            "ARRAY[NULL::text]".into(),
-            "NULL".into(),
         ],
     );
-    // Its column aliases are sqlx's type overrides; pgbench wants plain SQL.
-    let statement = statement.replace(r#" AS "inserted!""#, "").replace(r#" AS "queued!""#, "");
-    assert!(!statement.contains('$'), "every parameter of the service's SQL is bound");
-    format!("\\set code random(0, {})\n\\set event random(0, 9223372036854775806)\n{};\n", codes - 1, statement.trim())
+    let enqueue = bind(
+        seam_access_sync::store::queue::ENQUEUE_SQL,
+        &[
+            "ARRAY['ac_' || :code]".into(),
+            "ARRAY['managed']".into(),
+            "ARRAY['device_bench']".into(),
+            "ARRAY['ws_bench']".into(),
+            "ARRAY[1]".into(),
+            "ARRAY[gen_random_uuid()::text]".into(),
+            "ARRAY['access_code.set_on_device']".into(),
+            "ARRAY[now()]".into(),
+            format!("'{}'", seam_access_sync::store::queue::REFETCH_CHANNEL),
+            "ARRAY['ca_bench']".into(),
+        ],
+    );
+    assert!(!events.contains('$') && !enqueue.contains('$'), "every parameter of the service's SQL is bound");
+    format!("\\set code random(0, {})\nBEGIN;\n{};\n{};\nCOMMIT;\n", codes - 1, events.trim(), enqueue.trim())
 }
 
 fn pgbench_program() -> String {
@@ -832,7 +838,7 @@ fn rows(
             Some(|r| r >= 1.0),
         ));
         rows.push(row(
-            format!("pgbench the service's own intake statement, concurrency {c} (second line)"),
+            format!("pgbench the service's own SQL (with pg_notify), concurrency {c} (second line)"),
             &v(&format!("own{c}")),
             tps,
             "",

@@ -6,15 +6,15 @@
 //! in one transaction, and only after the commit answers each request. An idle
 //! service writes each delivery at once, alone; a busy one pays one commit for many.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::seam::event::{EventAction, SeamEvent};
-use crate::store::queue::{self, RefetchNotifier};
+use crate::seam::event::{CodeEndpoint, EventAction, EventRef, SeamEvent};
+use crate::store::queue::{self, KnownCode, RefetchNotifier, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -40,9 +40,9 @@ pub struct Incoming<'a> {
     pub event: &'a SeamEvent,
 }
 
-/// The intake's one statement per batch (`store_batch`). Public so the benchmark's
-/// pgbench baseline runs it too.
-pub const INTAKE_BATCH_SQL: &str = include_str!("sql/intake_batch.sql");
+/// Inserts a batch of events (arrays, one element per event); returns the ids of
+/// those not stored before. Public so the benchmark's pgbench baseline runs it too.
+pub const INSERT_EVENTS_SQL: &str = include_str!("sql/insert_events.sql");
 
 /// Stores one event. Commits before returning.
 pub async fn store_event(pool: &PgPool, delivery_id: Option<&str>, event: &SeamEvent) -> sqlx::Result<Stored> {
@@ -66,25 +66,19 @@ enum Announce {
     ByCaller,
 }
 
-/// `store_events`; also says whether it queued any re-fetch. One statement
-/// (`sql/intake_batch.sql`): the events, and the re-fetches the new ones ask for,
-/// merged per code.
+/// `store_events`; also says whether it queued any re-fetch.
 async fn store_batch(pool: &PgPool, batch: &[Incoming<'_>], announce: Announce) -> sqlx::Result<(Vec<Stored>, bool)> {
     // Rows go in in event_id order, so concurrent batches cannot deadlock.
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by_key(|&i| &batch[i].event.event_id);
     let events: Vec<&SeamEvent> = order.iter().map(|&i| batch[i].event).collect();
-    let actions: Vec<EventAction> = events.iter().map(|e| e.action()).collect();
     // Borrowed, not copied: sqlx encodes `&str`s into the arrays directly.
     let text = |f: &dyn Fn(&SeamEvent) -> Option<&str>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
-    let asked = |f: &dyn Fn(&EventAction) -> Option<&str>| actions.iter().map(f).collect::<Vec<_>>();
     let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
-    let channel = match announce {
-        Announce::AtCommit => Some(queue::REFETCH_CHANNEL),
-        Announce::ByCaller => None,
-    };
-    let row = sqlx::query_file!(
-        "src/store/sql/intake_batch.sql",
+
+    let mut tx = crate::store::begin(pool).await?;
+    let inserted: Vec<String> = sqlx::query_file_scalar!(
+        "src/store/sql/insert_events.sql",
         text(&|e| Some(e.event_id.as_str())) as _,
         order.iter().map(|&i| batch[i].delivery_id).collect::<Vec<_>>() as _,
         text(&|e| Some(e.event_type.as_str())) as _,
@@ -92,32 +86,141 @@ async fn store_batch(pool: &PgPool, batch: &[Incoming<'_>], announce: Announce) 
         text(&|e| e.device_id.as_deref()) as _,
         text(&|e| e.workspace_id.as_deref()) as _,
         events.iter().map(|e| e.occurred_at).collect::<Vec<_>>() as _,
-        actions.iter().map(EventAction::kind).collect::<Vec<_>>() as _,
+        events.iter().map(|e| e.action().kind()).collect::<Vec<_>>() as _,
         &payloads as _,
         text(&|e| e.connected_account_id.as_deref()) as _,
-        order.iter().map(|&i| i as i32).collect::<Vec<_>>() as _,
-        asked(&|a| match a {
-            EventAction::Refetch { endpoint, .. } => Some(endpoint.as_str()),
-            _ => None,
-        }) as _,
-        text(&|e| e.backup_access_code_id()) as _,
-        asked(&|a| match a {
-            EventAction::RefetchDevice { device_id } => Some(device_id.as_str()),
-            _ => None,
-        }) as _,
-        asked(&|a| match a {
-            EventAction::RefetchConnectedAccount { connected_account_id } => Some(connected_account_id.as_str()),
-            _ => None,
-        }) as _,
-        channel,
     )
-    .fetch_one(pool)
+    .fetch_all(&mut *tx)
     .await?;
 
-    let mut fresh: HashSet<String> = row.inserted.into_iter().collect();
+    let mut fresh: HashSet<String> = inserted.into_iter().collect();
     let stored: Vec<Stored> =
         batch.iter().map(|i| if fresh.remove(&i.event.event_id) { Stored::New } else { Stored::Duplicate }).collect();
-    Ok((stored, row.queued > 0))
+    let new_events: Vec<&SeamEvent> =
+        batch.iter().zip(&stored).filter(|(_, s)| **s == Stored::New).map(|(i, _)| i.event).collect();
+    let affected = codes_affected(&mut tx, &new_events).await?;
+    let requests = merge_requests(&new_events, &affected);
+    match announce {
+        Announce::AtCommit => queue::enqueue_all(&mut tx, &requests).await?,
+        Announce::ByCaller => queue::enqueue_all_unannounced(&mut tx, &requests).await?,
+    }
+    tx.commit().await?;
+    Ok((stored, !requests.is_empty()))
+}
+
+/// A mirrored code that a device or account event asks to fetch again.
+struct Affected {
+    code: KnownCode,
+    /// The event that asks (an index into the batch's new events).
+    event: usize,
+}
+
+/// The mirrored, not deleted codes of the devices and accounts that `events` name
+/// (`device.*` and `connected_account.*` events the service acts on), read in the
+/// intake transaction so that their re-fetches are queued with the event.
+async fn codes_affected(conn: &mut sqlx::PgConnection, events: &[&SeamEvent]) -> sqlx::Result<Vec<Affected>> {
+    let (mut devices, mut accounts) = (Vec::new(), Vec::new());
+    for (i, event) in events.iter().enumerate() {
+        match event.action() {
+            EventAction::RefetchDevice { device_id } => devices.push((device_id, i as i32)),
+            EventAction::RefetchConnectedAccount { connected_account_id } => {
+                accounts.push((connected_account_id, i as i32))
+            }
+            EventAction::Refetch { .. } | EventAction::Ignore => {}
+        }
+    }
+    if devices.is_empty() && accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (device_ids, device_events): (Vec<String>, Vec<i32>) = devices.into_iter().unzip();
+    let (account_ids, account_events): (Vec<String>, Vec<i32>) = accounts.into_iter().unzip();
+    let rows = sqlx::query!(
+        r#"
+        SELECT a.access_code_id AS "access_code_id!", a.is_managed AS "is_managed!", a.device_id,
+               a.workspace_id, a.connected_account_id, asked.event AS "event!"
+        FROM (SELECT * FROM UNNEST($1::text[], $2::int[]) AS d(id, event)) asked
+        JOIN access_codes a ON a.device_id = asked.id
+        WHERE a.deleted_at IS NULL
+        UNION ALL
+        SELECT a.access_code_id, a.is_managed, a.device_id, a.workspace_id, a.connected_account_id,
+               asked.event
+        FROM (SELECT * FROM UNNEST($3::text[], $4::int[]) AS c(id, event)) asked
+        JOIN access_codes a ON a.connected_account_id = asked.id
+        WHERE a.deleted_at IS NULL
+        "#,
+        &device_ids,
+        &device_events,
+        &account_ids,
+        &account_events,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Affected {
+            code: KnownCode {
+                access_code_id: row.access_code_id,
+                is_managed: row.is_managed,
+                device_id: row.device_id,
+                workspace_id: row.workspace_id,
+                connected_account_id: row.connected_account_id,
+            },
+            event: row.event as usize,
+        })
+        .collect())
+}
+
+/// One request per code: the count of the events that ask for it and the newest of
+/// them. A code event asks for its code; a device or account event for each of the
+/// `affected` codes, from the endpoint the mirror knows it by.
+fn merge_requests<'a>(events: &[&'a SeamEvent], affected: &'a [Affected]) -> Vec<RefetchRequest<'a>> {
+    let event_ref = |event: &SeamEvent| EventRef {
+        event_id: Some(event.event_id.clone()),
+        event_type: Some(event.event_type.clone()),
+        occurred_at: event.occurred_at,
+    };
+    let asked_by_code = events.iter().flat_map(|event| {
+        let EventAction::Refetch { endpoint, .. } = event.action() else { return vec![] };
+        let Some(access_code_id) = event.access_code_id.as_deref() else { return vec![] };
+        // `backup_access_code_pulled` also asks for the backup code it names.
+        let codes = std::iter::once((access_code_id, endpoint))
+            .chain(event.backup_access_code_id().map(|backup| (backup, CodeEndpoint::Managed)));
+        codes
+            .map(|(access_code_id, endpoint)| RefetchRequest {
+                access_code_id,
+                endpoint,
+                device_id: event.device_id.as_deref(),
+                workspace_id: event.workspace_id.as_deref(),
+                connected_account_id: event.connected_account_id.as_deref(),
+                event: Some(event_ref(event)),
+                requests: 1,
+            })
+            .collect()
+    });
+    let asked_by_device = affected.iter().map(|asked| asked.code.refetch(Some(event_ref(events[asked.event]))));
+    let mut by_code: HashMap<&str, RefetchRequest<'a>> = HashMap::new();
+    for request in asked_by_code.chain(asked_by_device) {
+        match by_code.get_mut(request.access_code_id) {
+            None => {
+                by_code.insert(request.access_code_id, request);
+            }
+            Some(merged) => {
+                merged.requests += 1;
+                merged.device_id = request.device_id.or(merged.device_id);
+                merged.workspace_id = request.workspace_id.or(merged.workspace_id);
+                merged.connected_account_id = request.connected_account_id.or(merged.connected_account_id);
+                let newer = match (&request.event, &merged.event) {
+                    (Some(this), Some(kept)) => this.supersedes(kept),
+                    (this, _) => this.is_some(),
+                };
+                if newer {
+                    merged.endpoint = request.endpoint;
+                    merged.event = request.event;
+                }
+            }
+        }
+    }
+    by_code.into_values().collect()
 }
 
 /// Why a delivery could not be stored; the database's error, shared by a batch.
@@ -241,5 +344,55 @@ async fn write_batches(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, code: &str, occurred_at: Option<&str>, event_type: &str) -> SeamEvent {
+        let mut body = serde_json::json!({"event_id": id, "event_type": event_type, "access_code_id": code});
+        if let Some(at) = occurred_at {
+            body["occurred_at"] = at.into();
+        }
+        SeamEvent::parse(body.to_string().as_bytes(), false).unwrap()
+    }
+
+    #[test]
+    fn requests_merge_per_code_keeping_the_newest_event() {
+        let events = [
+            event("e1", "a", Some("2026-11-25T10:00:02Z"), "access_code.set_on_device"),
+            event("e2", "a", Some("2026-11-25T10:00:01Z"), "access_code.created"),
+            event("e3", "b", None, "access_code.unmanaged.created"),
+            event("e4", "a", Some("2026-11-25T10:00:03Z"), "access_code.unmanaged.converted_to_managed"),
+            event("e5", "x", None, "lock.locked"),
+        ];
+        let events: Vec<&SeamEvent> = events.iter().collect();
+        let mut merged = merge_requests(&events, &[]);
+        merged.sort_by_key(|r| r.access_code_id);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].access_code_id, merged[0].requests), ("a", 3));
+        assert_eq!(merged[0].event.as_ref().unwrap().event_id.as_deref(), Some("e4"));
+        assert_eq!((merged[1].access_code_id, merged[1].requests), ("b", 1));
+        assert_eq!(merged[1].endpoint, crate::seam::event::CodeEndpoint::Unmanaged);
+    }
+
+    #[test]
+    fn a_pulled_backup_is_fetched_with_its_original() {
+        let mut pulled = event("e1", "a", Some("2026-11-25T10:00:02Z"), "access_code.backup_access_code_pulled");
+        pulled.payload["backup_access_code_id"] = "b".into();
+        let other = event("e2", "c", None, "access_code.backup_access_code_pulled");
+        let events = [&pulled, &other];
+        let mut merged = merge_requests(&events, &[]);
+        merged.sort_by_key(|r| r.access_code_id);
+        let ids: Vec<&str> = merged.iter().map(|r| r.access_code_id).collect();
+        assert_eq!(
+            ids,
+            ["a", "b", "c"],
+            "the backup b too; an event without backup_access_code_id asks for its code only"
+        );
+        assert_eq!(merged[1].endpoint, CodeEndpoint::Managed);
+        assert_eq!(merged[1].event.as_ref().unwrap().event_id.as_deref(), Some("e1"));
     }
 }

@@ -57,6 +57,10 @@ impl KnownCode {
     }
 }
 
+/// Upserts a batch of re-fetch requests (arrays, one element per code) and
+/// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
+pub const ENQUEUE_SQL: &str = include_str!("sql/enqueue.sql");
+
 /// Adds a request to the code's pending re-fetch, creating it if there is none.
 pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> sqlx::Result<()> {
     enqueue_all(conn, std::slice::from_ref(request)).await
@@ -112,7 +116,7 @@ async fn upsert_requests(
         channel,
         accounts as _,
     )
-    .fetch_one(conn)
+    .execute(conn)
     .await?;
     Ok(())
 }

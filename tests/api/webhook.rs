@@ -4,9 +4,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use seam_access_sync::seam::event::SeamEvent;
-use seam_access_sync::store::intake::{self, Incoming};
-
 use crate::helpers::*;
 
 async fn error_code(response: reqwest::Response) -> String {
@@ -480,77 +477,4 @@ async fn a_graceful_stop_finishes_and_closes(pool: PgPool) {
     let address = app.address.clone();
     app.stop().await;
     assert!(reqwest::get(format!("{address}/healthz")).await.is_err(), "no longer accepting");
-}
-
-fn batch_event(id: &str, code: &str, occurred_at: Option<&str>, event_type: &str) -> SeamEvent {
-    let mut body = json!({"event_id": id, "event_type": event_type, "access_code_id": code});
-    if let Some(at) = occurred_at {
-        body["occurred_at"] = at.into();
-    }
-    SeamEvent::parse(body.to_string().as_bytes(), false).unwrap()
-}
-
-/// Each code's pending re-fetch: (code, endpoint, requests, the event it names).
-async fn refetches(pool: &PgPool) -> Vec<(String, String, i64, Option<String>)> {
-    sqlx::query_as(
-        "SELECT access_code_id, endpoint, requests, last_event_id FROM access_code_refetches ORDER BY access_code_id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
-fn row(code: &str, endpoint: &str, requests: i64, event: &str) -> (String, String, i64, Option<String>) {
-    (code.into(), endpoint.into(), requests, Some(event.into()))
-}
-
-#[sqlx::test]
-async fn a_batch_queues_one_request_per_code_naming_its_newest_event_and_counts_each_event_once(pool: PgPool) {
-    let events = [
-        batch_event("e1", "a", Some("2026-11-25T10:00:02Z"), "access_code.set_on_device"),
-        batch_event("e2", "a", Some("2026-11-25T10:00:01Z"), "access_code.created"),
-        batch_event("e3", "b", None, "access_code.unmanaged.created"),
-        batch_event("e4", "a", Some("2026-11-25T10:00:03Z"), "access_code.unmanaged.converted_to_managed"),
-        batch_event("e5", "x", None, "lock.locked"),
-        // Two copies of one event in one batch: the first is new, the second a duplicate.
-        batch_event("e6", "c", Some("2026-11-25T10:00:00Z"), "access_code.changed"),
-        batch_event("e6", "c", Some("2026-11-25T10:00:00Z"), "access_code.changed"),
-    ];
-    let deliveries: Vec<String> = (0..events.len()).map(|i| format!("msg_{i}")).collect();
-    let batch: Vec<Incoming> =
-        events.iter().zip(&deliveries).map(|(event, id)| Incoming { delivery_id: Some(id), event }).collect();
-
-    let stored = intake::store_events(&pool, &batch).await.unwrap();
-
-    use intake::Stored::{Duplicate, New};
-    assert_eq!(stored, [New, New, New, New, New, New, Duplicate]);
-    assert_eq!(
-        refetches(&pool).await,
-        [row("a", "managed", 3, "e4"), row("b", "unmanaged", 1, "e3"), row("c", "managed", 1, "e6")]
-    );
-    // Delivered again, with one new event: only the new one counts.
-    let again = [&events[0], &events[2], &batch_event("e7", "b", None, "access_code.unmanaged.changed")];
-    let batch: Vec<Incoming> = again.iter().map(|event| Incoming { delivery_id: None, event }).collect();
-    assert_eq!(intake::store_events(&pool, &batch).await.unwrap(), [Duplicate, Duplicate, New]);
-    assert_eq!(
-        refetches(&pool).await,
-        [row("a", "managed", 3, "e4"), row("b", "unmanaged", 2, "e7"), row("c", "managed", 1, "e6")],
-        "on a tie (no occurred_at) the later event is named"
-    );
-}
-
-#[sqlx::test]
-async fn a_pulled_backup_is_queued_with_its_original(pool: PgPool) {
-    let mut pulled = batch_event("e1", "a", Some("2026-11-25T10:00:02Z"), "access_code.backup_access_code_pulled");
-    pulled.payload["backup_access_code_id"] = "b".into();
-    let other = batch_event("e2", "c", None, "access_code.backup_access_code_pulled");
-    let batch = [Incoming { delivery_id: None, event: &pulled }, Incoming { delivery_id: None, event: &other }];
-
-    intake::store_events(&pool, &batch).await.unwrap();
-
-    assert_eq!(
-        refetches(&pool).await,
-        [row("a", "managed", 1, "e1"), row("b", "managed", 1, "e1"), row("c", "managed", 1, "e2")],
-        "the backup b too; an event without backup_access_code_id asks for its code only"
-    );
 }
