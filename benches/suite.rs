@@ -9,8 +9,9 @@
 //! - `pgbench` running the *minimal* durable work of one delivery per transaction
 //!   (insert the event row under its unique delivery id, upsert one job row per
 //!   code; no NOTIFY) on two tables of its own, and, as a second line, the
-//!   service's own per-delivery SQL (`INSERT_EVENTS_SQL` + `ENQUEUE_SQL`, with its
-//!   `pg_notify`),
+//!   service's own statement for a batch of one delivery (`ENQUEUE_SQL`, no
+//!   `pg_notify`), and as a third, the minimal work as one statement (the best a
+//!   receiver committing each delivery alone can do),
 //! - the Node receiver of `benches/node-receiver/` (express + `@seamapi/webhook` +
 //!   `pg`, written from Seam's docs, the same two minimal statements per delivery),
 //! - the binary in `run_mode = all` with a Seam stand-in answering at once (end to
@@ -18,6 +19,7 @@
 //!   answering 503 to everything,
 //!
 //! interleaved per repetition (service c8, pgbench c8, Node c8, own-SQL pgbench c8,
+//! one-statement pgbench c8,
 //! the same at c32, then end to end and both outages at c32), so a subject and its
 //! baseline run seconds apart. Each figure is the median of `--reps` runs (the runs
 //! are printed too). The load generator (benches/suite/load.rs) is the same for the
@@ -129,12 +131,28 @@ fn minimal_script(codes: usize) -> String {
     )
 }
 
-/// Per transaction, exactly the statements the service runs for one delivery
-/// (`INSERT_EVENTS_SQL` and `ENQUEUE_SQL`, with one-element arrays for their
-/// parameters, and ENQUEUE_SQL's `pg_notify`), on `codes` distinct codes.
+/// The same minimal work as one statement (the job upsert in a CTE after the event's
+/// insert), autocommitted: one round trip instead of four, the best a receiver that
+/// commits each delivery on its own can do (a third line, not the target's baseline).
+fn minimal_one_statement_script(codes: usize) -> String {
+    let payload = load::event_body("ac_bench").replace('\'', "''");
+    format!(
+        "\\set code random(0, {last})\n\
+         WITH event AS (INSERT INTO bench_min_events (delivery_id, payload) \
+         VALUES ('msg_' || gen_random_uuid()::text, '{payload}'::jsonb) RETURNING 1) \
+         INSERT INTO bench_min_jobs AS j (code, requests, updated_at) VALUES ('ac_' || :code, 1, now()) \
+         ON CONFLICT (code) DO UPDATE SET requests = j.requests + 1, updated_at = now();\n",
+        last = codes - 1
+    )
+}
+
+/// Per transaction, exactly the statement the service's intake runs for a batch
+/// of one new delivery (`ENQUEUE_SQL` with the event's row and its re-fetch, as
+/// one-element arrays, no NOTIFY), on `codes` distinct codes: one round trip,
+/// autocommitted.
 fn own_sql_script(codes: usize) -> String {
     let payload = load::event_body("ac_bench").replace('\'', "''");
-    // $10 before $1: replacing in reverse order keeps "$1" from eating "$10".
+    // $20 before $2: replacing in reverse order keeps "$2" from eating "$20".
     let bind = |sql: &str, params: &[String]| {
         params
             .iter()
@@ -142,9 +160,21 @@ fn own_sql_script(codes: usize) -> String {
             .rev()
             .fold(sql.to_owned(), |sql, (i, value)| sql.replace(&format!("${}", i + 1), value))
     };
-    let events = bind(
-        seam_access_sync::store::intake::INSERT_EVENTS_SQL,
+    let statement = bind(
+        seam_access_sync::store::queue::ENQUEUE_SQL,
         &[
+            // The re-fetch.
+            "ARRAY['ac_' || :code]".into(),
+            "ARRAY['managed']".into(),
+            "ARRAY['device_bench']".into(),
+            "ARRAY['ws_bench']".into(),
+            "ARRAY[1]".into(),
+            "ARRAY[gen_random_uuid()::text]".into(),
+            "ARRAY['access_code.set_on_device']".into(),
+            "ARRAY[now()]".into(),
+            "NULL".into(),
+            "ARRAY['ca_bench']".into(),
+            // The event.
             "ARRAY[gen_random_uuid()::text]".into(),
             "ARRAY['msg_' || gen_random_uuid()::text]".into(),
             "ARRAY['access_code.set_on_device']".into(),
@@ -157,23 +187,8 @@ fn own_sql_script(codes: usize) -> String {
             "ARRAY['ca_bench']".into(),
         ],
     );
-    let enqueue = bind(
-        seam_access_sync::store::queue::ENQUEUE_SQL,
-        &[
-            "ARRAY['ac_' || :code]".into(),
-            "ARRAY['managed']".into(),
-            "ARRAY['device_bench']".into(),
-            "ARRAY['ws_bench']".into(),
-            "ARRAY[1]".into(),
-            "ARRAY[gen_random_uuid()::text]".into(),
-            "ARRAY['access_code.set_on_device']".into(),
-            "ARRAY[now()]".into(),
-            format!("'{}'", seam_access_sync::store::queue::REFETCH_CHANNEL),
-            "ARRAY['ca_bench']".into(),
-        ],
-    );
-    assert!(!events.contains('$') && !enqueue.contains('$'), "every parameter of the service's SQL is bound");
-    format!("\\set code random(0, {})\nBEGIN;\n{};\n{};\nCOMMIT;\n", codes - 1, events.trim(), enqueue.trim())
+    assert!(!statement.contains('$'), "every parameter of the service's SQL is bound");
+    format!("\\set code random(0, {})\n{};\n", codes - 1, statement.trim())
 }
 
 fn pgbench_program() -> String {
@@ -643,6 +658,7 @@ async fn run(db_url: &str, opts: Opts) -> anyhow::Result<(Bench, Vec<Row>, Vec<S
     pgbench(db_url, &minimal_script(CODES), 8, 1)?;
 
     let minimal = minimal_script(CODES);
+    let minimal_one = minimal_one_statement_script(CODES);
     let own = own_sql_script(CODES);
     let url_503 = seam_503.url();
     let mut intake32 = None;
@@ -659,6 +675,8 @@ async fn run(db_url: &str, opts: Opts) -> anyhow::Result<(Bench, Vec<Row>, Vec<S
                 None => None,
             };
             let (own_tps, own_run) = bench.pgbench_run(&format!("pgbench own SQL c{c} #{rep}"), &own, c).await?;
+            let (one_tps, one_run) =
+                bench.pgbench_run(&format!("pgbench minimal, one statement c{c} #{rep}"), &minimal_one, c).await?;
 
             let rate = svc.load.rate();
             bench.sample(&format!("svc{c}.rate"), rate, &[&svc_run]);
@@ -670,6 +688,8 @@ async fn run(db_url: &str, opts: Opts) -> anyhow::Result<(Bench, Vec<Row>, Vec<S
             bench.sample(&format!("own{c}"), own_tps, &[&own_run]);
             bench.sample(&format!("ratio.min{c}"), rate / min_tps, &[&svc_run, &min_run]);
             bench.sample(&format!("ratio.own{c}"), rate / own_tps, &[&svc_run, &own_run]);
+            bench.sample(&format!("one{c}"), one_tps, &[&one_run]);
+            bench.sample(&format!("ratio.one{c}"), rate / one_tps, &[&svc_run, &one_run]);
             if let Some((n, n_run)) = node_measured {
                 bench.sample(&format!("node{c}.rate"), n.load.rate(), &[&n_run]);
                 bench.sample(&format!("node{c}.p99"), n.load.latency_ms(0.99), &[&n_run]);
@@ -838,14 +858,28 @@ fn rows(
             Some(|r| r >= 1.0),
         ));
         rows.push(row(
-            format!("pgbench the service's own SQL (with pg_notify), concurrency {c} (second line)"),
+            format!("pgbench minimal work as one statement, concurrency {c} (third line)"),
+            &v(&format!("one{c}")),
+            tps,
+            "",
+            None,
+        ));
+        rows.push(ratio_row(
+            format!("intake ÷ pgbench minimal as one statement, concurrency {c} (third line)"),
+            &v(&format!("ratio.one{c}")),
+            format!("{:.0}/s vs {:.0} tps", med(&format!("svc{c}.rate")), med(&format!("one{c}"))),
+            "—",
+            None,
+        ));
+        rows.push(row(
+            format!("pgbench the service's own statement (one delivery per batch), concurrency {c} (second line)"),
             &v(&format!("own{c}")),
             tps,
             "",
             None,
         ));
         rows.push(ratio_row(
-            format!("intake ÷ pgbench own SQL, concurrency {c} (second line)"),
+            format!("intake ÷ pgbench own statement, concurrency {c} (second line)"),
             &v(&format!("ratio.own{c}")),
             format!("{:.0}/s vs {:.0} tps", med(&format!("svc{c}.rate")), med(&format!("own{c}"))),
             "—",

@@ -9,12 +9,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::seam::event::{CodeEndpoint, EventAction, EventRef, SeamEvent};
-use crate::store::queue::{self, KnownCode, RefetchNotifier, RefetchRequest};
+use crate::seam::event::{ActionKind, CodeEndpoint, EventAction, EventRef, SeamEvent};
+use crate::store::queue::{self, EventRows, KnownCode, RefetchNotifier, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -52,9 +52,14 @@ pub async fn store_event(pool: &PgPool, delivery_id: Option<&str>, event: &SeamE
 
 /// Stores events in one transaction; returns, for each, whether it was new.
 /// Within the batch, the first of several copies of one event is the new one.
-/// The re-fetches it queues are NOTIFYed at its commit.
+/// The re-fetches it queues are NOTIFYed at its commit. (For the catch-up, whose
+/// events mostly came by webhook already: no attempt at one statement.)
 pub async fn store_events(pool: &PgPool, batch: &[Incoming<'_>]) -> sqlx::Result<Vec<Stored>> {
-    Ok(store_batch(pool, batch, Announce::AtCommit).await?.0)
+    let rows = event_rows(batch);
+    let mut tx = crate::store::begin(pool).await?;
+    let (stored, _) = store_sorting_out(&mut tx, batch, &rows, Announce::AtCommit).await?;
+    tx.commit().await?;
+    Ok(stored)
 }
 
 /// How the re-fetches a batch queues are announced to the workers.
@@ -66,29 +71,42 @@ enum Announce {
     ByCaller,
 }
 
-/// `store_events`; also says whether it queued any re-fetch.
-async fn store_batch(pool: &PgPool, batch: &[Incoming<'_>], announce: Announce) -> sqlx::Result<(Vec<Stored>, bool)> {
-    // Rows go in in event_id order, so concurrent batches cannot deadlock.
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_key(|&i| &batch[i].event.event_id);
-    let events: Vec<&SeamEvent> = order.iter().map(|&i| batch[i].event).collect();
-    // Borrowed, not copied: sqlx encodes `&str`s into the arrays directly.
-    let text = |f: &dyn Fn(&SeamEvent) -> Option<&str>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
-    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+/// A writer's batch on the writer's own connection (`WriterConnection`): in one
+/// statement when it can be, else in a transaction. Returns, for each delivery,
+/// whether it was new, and whether the batch queued any re-fetch (announced by
+/// the caller).
+async fn store_batch(conn: &mut PgConnection, batch: &[Incoming<'_>]) -> sqlx::Result<(Vec<Stored>, bool)> {
+    let rows = event_rows(batch);
+    if let Some(stored) = store_all_new(conn, batch, &rows).await? {
+        return Ok(stored);
+    }
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let stored = store_sorting_out(&mut tx, batch, &rows, Announce::ByCaller).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
 
-    let mut tx = crate::store::begin(pool).await?;
+/// Stores the batch inside the caller's transaction, sorting out which events are
+/// new (stored before, or twice in the batch) and reading the mirrored codes that
+/// device and account events ask for.
+async fn store_sorting_out(
+    tx: &mut PgConnection,
+    batch: &[Incoming<'_>],
+    rows: &EventRows<'_>,
+    announce: Announce,
+) -> sqlx::Result<(Vec<Stored>, bool)> {
     let inserted: Vec<String> = sqlx::query_file_scalar!(
         "src/store/sql/insert_events.sql",
-        text(&|e| Some(e.event_id.as_str())) as _,
-        order.iter().map(|&i| batch[i].delivery_id).collect::<Vec<_>>() as _,
-        text(&|e| Some(e.event_type.as_str())) as _,
-        text(&|e| e.access_code_id.as_deref()) as _,
-        text(&|e| e.device_id.as_deref()) as _,
-        text(&|e| e.workspace_id.as_deref()) as _,
-        events.iter().map(|e| e.occurred_at).collect::<Vec<_>>() as _,
-        events.iter().map(|e| e.action().kind()).collect::<Vec<_>>() as _,
-        &payloads as _,
-        text(&|e| e.connected_account_id.as_deref()) as _,
+        &rows.event_ids as _,
+        &rows.delivery_ids as _,
+        &rows.event_types as _,
+        &rows.access_code_ids as _,
+        &rows.device_ids as _,
+        &rows.workspace_ids as _,
+        &rows.occurred_at as _,
+        &rows.actions as _,
+        &rows.payloads as _,
+        &rows.connected_account_ids as _,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -98,14 +116,66 @@ async fn store_batch(pool: &PgPool, batch: &[Incoming<'_>], announce: Announce) 
         batch.iter().map(|i| if fresh.remove(&i.event.event_id) { Stored::New } else { Stored::Duplicate }).collect();
     let new_events: Vec<&SeamEvent> =
         batch.iter().zip(&stored).filter(|(_, s)| **s == Stored::New).map(|(i, _)| i.event).collect();
-    let affected = codes_affected(&mut tx, &new_events).await?;
+    let affected = codes_affected(tx, &new_events).await?;
     let requests = merge_requests(&new_events, &affected);
     match announce {
-        Announce::AtCommit => queue::enqueue_all(&mut tx, &requests).await?,
-        Announce::ByCaller => queue::enqueue_all_unannounced(&mut tx, &requests).await?,
+        Announce::AtCommit => queue::enqueue_all(tx, &requests).await?,
+        Announce::ByCaller => queue::enqueue_all_unannounced(tx, &requests).await?,
     }
-    tx.commit().await?;
     Ok((stored, !requests.is_empty()))
+}
+
+/// The batch's `seam_events` rows, in event_id order, so that concurrent batches
+/// cannot deadlock. Borrowed, not copied: sqlx encodes the `&str`s into the arrays
+/// directly.
+fn event_rows<'a>(batch: &[Incoming<'a>]) -> EventRows<'a> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| &batch[i].event.event_id);
+    let events = || order.iter().map(|&i| batch[i].event);
+    EventRows {
+        event_ids: events().map(|e| e.event_id.as_str()).collect(),
+        delivery_ids: order.iter().map(|&i| batch[i].delivery_id).collect(),
+        event_types: events().map(|e| e.event_type.as_str()).collect(),
+        access_code_ids: events().map(|e| e.access_code_id.as_deref()).collect(),
+        device_ids: events().map(|e| e.device_id.as_deref()).collect(),
+        workspace_ids: events().map(|e| e.workspace_id.as_deref()).collect(),
+        occurred_at: events().map(|e| e.occurred_at).collect(),
+        actions: events().map(|e| e.action().kind()).collect(),
+        payloads: events().map(|e| e.payload.to_string()).collect(),
+        connected_account_ids: events().map(|e| e.connected_account_id.as_deref()).collect(),
+    }
+}
+
+/// The common case in one round trip and one commit: a batch whose events are all
+/// new, none of them twice, and none asking for the mirrored codes of a device or
+/// account (which must be read first). None, having written nothing, when the batch
+/// is not such a batch; then the caller stores it in a transaction. (A redelivery
+/// shows in Postgres's log as the unique violation that sent it there.)
+async fn store_all_new(
+    conn: &mut PgConnection,
+    batch: &[Incoming<'_>],
+    rows: &EventRows<'_>,
+) -> sqlx::Result<Option<(Vec<Stored>, bool)>> {
+    let reads_the_mirror =
+        rows.actions.iter().any(|a| matches!(a, ActionKind::RefetchDevice | ActionKind::RefetchConnectedAccount));
+    if reads_the_mirror || twice(rows.event_ids.iter().copied()) || twice(rows.delivery_ids.iter().filter_map(|d| *d)) {
+        return Ok(None);
+    }
+    let events: Vec<&SeamEvent> = batch.iter().map(|i| i.event).collect();
+    let requests = merge_requests(&events, &[]);
+    match queue::store_new_events_with_requests(conn, rows, &requests, None).await {
+        Ok(()) => Ok(Some((vec![Stored::New; batch.len()], !requests.is_empty()))),
+        // A copy stored meanwhile by a concurrent batch, or data Postgres refuses: the
+        // transaction sorts it out (and the writer, one delivery at a time).
+        Err(e) if crate::store::is_unique_violation(&e) || crate::store::is_data_error(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an id occurs more than once.
+fn twice<'a>(ids: impl Iterator<Item = &'a str>) -> bool {
+    let mut seen = HashSet::new();
+    !ids.into_iter().all(|id| seen.insert(id))
 }
 
 /// A mirrored code that a device or account event asks to fetch again.
@@ -297,6 +367,7 @@ async fn write_batches(
     max_batch: usize,
     notifier: &RefetchNotifier,
 ) {
+    let mut conn = WriterConnection { pool, conn: None };
     loop {
         let mut jobs = Vec::with_capacity(max_batch);
         {
@@ -307,14 +378,14 @@ async fn write_batches(
         }
         let batch: Vec<Incoming> =
             jobs.iter().map(|job| Incoming { delivery_id: Some(&job.delivery_id), event: &job.event }).collect();
-        let result = match store_batch(&pool, &batch, Announce::ByCaller).await {
+        let result = match conn.store(&batch).await {
             // One delivery's bad data must not fail the others that shared its
             // transaction: store them one by one, so only it is refused.
             Err(e) if batch.len() > 1 && crate::store::is_data_error(&e) => {
                 let mut each = Vec::with_capacity(batch.len());
                 let mut queued = false;
                 for incoming in &batch {
-                    let alone = store_batch(&pool, std::slice::from_ref(incoming), Announce::ByCaller).await;
+                    let alone = conn.store(std::slice::from_ref(incoming)).await;
                     queued |= alone.as_ref().is_ok_and(|(_, q)| *q);
                     each.push(alone.map(|(stored, _)| stored[0]));
                 }
@@ -344,6 +415,40 @@ async fn write_batches(
                 }
             }
         }
+    }
+}
+
+/// A writer's own connection, taken out of the pool (detached) and kept: sqlx
+/// tests a pooled connection with a round trip on every checkout and another on
+/// every return, which would double the round trips of a batch. Closed after an
+/// error, whatever state it was left in, and replaced at the next batch; being
+/// nobody else's, it can never hand a half-done transaction on.
+struct WriterConnection {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+}
+
+impl WriterConnection {
+    async fn store(&mut self, batch: &[Incoming<'_>]) -> sqlx::Result<(Vec<Stored>, bool)> {
+        let kept = self.conn.is_some();
+        match self.try_store(batch).await {
+            // A connection kept idle may have died meanwhile (a database restart, an
+            // idle timeout): once more, on a new one.
+            Err(sqlx::Error::Io(_)) if kept => self.try_store(batch).await,
+            result => result,
+        }
+    }
+
+    async fn try_store(&mut self, batch: &[Incoming<'_>]) -> sqlx::Result<(Vec<Stored>, bool)> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.pool.acquire().await?.detach()),
+        };
+        let result = store_batch(conn, batch).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
     }
 }
 
@@ -394,5 +499,76 @@ mod tests {
         );
         assert_eq!(merged[1].endpoint, CodeEndpoint::Managed);
         assert_eq!(merged[1].event.as_ref().unwrap().event_id.as_deref(), Some("e1"));
+    }
+
+    fn incoming<'a>(delivery_id: &'a str, event: &'a SeamEvent) -> Incoming<'a> {
+        Incoming { delivery_id: Some(delivery_id), event }
+    }
+
+    async fn queued(pool: &PgPool) -> Vec<(String, i64, Option<String>)> {
+        sqlx::query_as(
+            "SELECT access_code_id, requests, last_event_id FROM access_code_refetches ORDER BY access_code_id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    #[sqlx::test]
+    async fn a_batch_with_a_redelivery_in_it_is_sorted_out_in_a_transaction(pool: PgPool) {
+        let e1 = event("e1", "ac_1", Some("2026-11-25T10:00:01Z"), "access_code.created");
+        let e2 = event("e2", "ac_2", Some("2026-11-25T10:00:02Z"), "access_code.created");
+        let e3 = event("e3", "ac_1", Some("2026-11-25T10:00:03Z"), "access_code.set_on_device");
+        let mut conn = pool.acquire().await.unwrap();
+
+        // All new: the one-statement way.
+        let (stored, queued_any) = store_batch(&mut conn, &[incoming("d1", &e1), incoming("d2", &e2)]).await.unwrap();
+        assert_eq!((stored, queued_any), (vec![Stored::New, Stored::New], true));
+        // e1 again, under its delivery id, beside a new event for the same code.
+        let (stored, _) = store_batch(&mut conn, &[incoming("d1", &e1), incoming("d3", &e3)]).await.unwrap();
+        assert_eq!(stored, vec![Stored::Duplicate, Stored::New]);
+        // The same event under another delivery id is a duplicate too.
+        let (stored, queued_any) = store_batch(&mut conn, &[incoming("d9", &e2)]).await.unwrap();
+        assert_eq!((stored, queued_any), (vec![Stored::Duplicate], false));
+
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM seam_events").fetch_one(&pool).await.unwrap();
+        assert_eq!(events, 3);
+        assert_eq!(
+            queued(&pool).await,
+            [("ac_1".into(), 2, Some("e3".into())), ("ac_2".into(), 1, Some("e2".into()))],
+            "the redelivered e1 counted once; e3, the newest, is the one named"
+        );
+    }
+
+    #[sqlx::test]
+    async fn a_copy_stored_by_a_concurrent_transaction_sends_the_batch_the_long_way(pool: PgPool) {
+        let e5 = event("e5", "ac_5", Some("2026-11-25T10:00:05Z"), "access_code.created");
+        let e6 = event("e6", "ac_6", Some("2026-11-25T10:00:06Z"), "access_code.created");
+        // Another writer has stored e5 but not committed yet.
+        let mut other = pool.begin().await.unwrap();
+        store_sorting_out(&mut other, &[incoming("d5", &e5)], &event_rows(&[incoming("d5", &e5)]), Announce::ByCaller)
+            .await
+            .unwrap();
+
+        let racing = {
+            let pool = pool.clone();
+            let (e5, e6) = (e5.clone(), e6.clone());
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await.unwrap();
+                store_batch(&mut conn, &[incoming("d5", &e5), incoming("d6", &e6)]).await
+            })
+        };
+        // The one statement waits on e5's key until the other transaction ends.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!racing.is_finished(), "the batch waits for the other transaction");
+        other.commit().await.unwrap();
+
+        let (stored, _) = racing.await.unwrap().unwrap();
+        assert_eq!(stored, vec![Stored::Duplicate, Stored::New]);
+        assert_eq!(
+            queued(&pool).await,
+            [("ac_5".into(), 1, Some("e5".into())), ("ac_6".into(), 1, Some("e6".into()))],
+            "e5 queued once, by the transaction that stored it; e6 by the batch"
+        );
     }
 }

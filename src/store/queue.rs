@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::seam::event::{CodeEndpoint, EventRef};
+use crate::seam::event::{ActionKind, CodeEndpoint, EventRef};
 use crate::seam::workspaces::ClaimFilter;
 
 /// The channel an enqueue notifies, so idle workers wake at once.
@@ -70,7 +70,7 @@ pub async fn enqueue(conn: &mut PgConnection, request: &RefetchRequest<'_>) -> s
 /// caller's transaction; the NOTIFY is delivered at its commit. At most one request
 /// per code (merge them first).
 pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
-    upsert_requests(conn, requests, Some(REFETCH_CHANNEL)).await
+    upsert_requests(conn, &EventRows::default(), requests, Some(REFETCH_CHANNEL)).await
 }
 
 /// As `enqueue_all`, without the NOTIFY: for the intake, whose commits would
@@ -78,15 +78,48 @@ pub async fn enqueue_all(conn: &mut PgConnection, requests: &[RefetchRequest<'_>
 /// transactions, fsync included); it announces the work after the commit instead
 /// (`RefetchNotifier`).
 pub async fn enqueue_all_unannounced(conn: &mut PgConnection, requests: &[RefetchRequest<'_>]) -> sqlx::Result<()> {
-    upsert_requests(conn, requests, None).await
+    upsert_requests(conn, &EventRows::default(), requests, None).await
 }
 
-async fn upsert_requests(
+/// Events to store in the statement that queues the re-fetches they ask for: the
+/// columns of `seam_events`, one element per event, in event_id order (built by
+/// `store::intake`).
+#[derive(Debug, Default)]
+pub struct EventRows<'a> {
+    pub event_ids: Vec<&'a str>,
+    pub delivery_ids: Vec<Option<&'a str>>,
+    pub event_types: Vec<&'a str>,
+    pub access_code_ids: Vec<Option<&'a str>>,
+    pub device_ids: Vec<Option<&'a str>>,
+    pub workspace_ids: Vec<Option<&'a str>>,
+    pub occurred_at: Vec<Option<DateTime<Utc>>>,
+    pub actions: Vec<ActionKind>,
+    pub payloads: Vec<String>,
+    pub connected_account_ids: Vec<Option<&'a str>>,
+}
+
+/// Stores `events`, every one of them new, and queues `requests` (merged per code)
+/// in one statement: one round trip, and one commit when `conn` is not inside a
+/// transaction. An event (or delivery) stored before fails it with a unique
+/// violation (`store::is_unique_violation`), having written nothing.
+/// `channel`: NOTIFYed when anything was queued.
+pub async fn store_new_events_with_requests(
     conn: &mut PgConnection,
+    events: &EventRows<'_>,
     requests: &[RefetchRequest<'_>],
     channel: Option<&str>,
 ) -> sqlx::Result<()> {
-    if requests.is_empty() {
+    upsert_requests(conn, events, requests, channel).await
+}
+
+/// The one statement behind the enqueues (`sql/enqueue.sql`).
+async fn upsert_requests(
+    conn: &mut PgConnection,
+    events: &EventRows<'_>,
+    requests: &[RefetchRequest<'_>],
+    channel: Option<&str>,
+) -> sqlx::Result<()> {
+    if requests.is_empty() && events.event_ids.is_empty() {
         return Ok(());
     }
     // Rows are locked in id order, so concurrent batches cannot deadlock.
@@ -115,8 +148,18 @@ async fn upsert_requests(
         occurred as _,
         channel,
         accounts as _,
+        &events.event_ids as _,
+        &events.delivery_ids as _,
+        &events.event_types as _,
+        &events.access_code_ids as _,
+        &events.device_ids as _,
+        &events.workspace_ids as _,
+        &events.occurred_at as _,
+        &events.actions as _,
+        &events.payloads as _,
+        &events.connected_account_ids as _,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
     Ok(())
 }
@@ -293,36 +336,34 @@ pub enum Completion {
 /// rest of a burst of events lands meanwhile and is served by one more fetch. It
 /// is NOTIFYed only when due at once (the worker that fetched wakes itself later).
 pub async fn complete(conn: &mut PgConnection, claim: &Claim, again_after: Duration) -> sqlx::Result<Completion> {
-    let deleted = sqlx::query!(
-        "DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2",
-        claim.access_code_id,
-        claim.requests,
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if deleted == 1 {
-        return Ok(Completion::Done);
-    }
-    sqlx::query!(
+    // One statement: the row is locked (`lock_claim`), so `requests` cannot move
+    // between the two halves, and exactly one of them applies.
+    let row = sqlx::query!(
         r#"
-        WITH rearmed AS (
+        WITH done AS (
+            DELETE FROM access_code_refetches WHERE access_code_id = $1 AND requests = $2
+            RETURNING 1
+        ), rearmed AS (
             UPDATE access_code_refetches SET
                 claim_token = NULL, claimed_until = NULL, attempts = 0, last_error = NULL,
                 next_attempt_at = now() + make_interval(secs => $3),
                 first_requested_at = updated_at, updated_at = now()
-            WHERE access_code_id = $1
+            WHERE access_code_id = $1 AND requests <> $2
             RETURNING 1
         )
-        SELECT pg_notify($2, '') FROM rearmed WHERE $3 = 0
+        -- A row due again at once is NOTIFYed (the worker that fetched wakes itself
+        -- after a delay).
+        SELECT EXISTS (SELECT 1 FROM done) AS "done!",
+               (SELECT count(*) FROM (SELECT pg_notify($4, '') FROM rearmed WHERE $3 = 0) n) AS "notified!"
         "#,
         claim.access_code_id,
-        REFETCH_CHANNEL,
+        claim.requests,
         again_after.as_secs_f64(),
+        REFETCH_CHANNEL,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(Completion::RequestedAgain)
+    Ok(if row.done { Completion::Done } else { Completion::RequestedAgain })
 }
 
 /// What to do with a fetch that did not succeed.

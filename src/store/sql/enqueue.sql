@@ -1,4 +1,25 @@
-WITH requested AS (
+-- Adds requests to their codes' pending re-fetches ($1-$8, $10: arrays, one element
+-- per code, at most one per code, in access_code_id order), NOTIFYing $9 when it is
+-- not NULL and any was queued; and, in the same statement, stores the events that
+-- asked for them ($11-$20: arrays, one element per event, in event_id order; empty
+-- when the caller stores no events with them). A batch of the intake is then one
+-- round trip and one commit (store::intake).
+--
+-- Such events go in all together and all new, or not at all: one stored before (or
+-- by a concurrent statement meanwhile) fails the INSERT with a unique violation, and
+-- the caller stores the batch in a transaction that sorts out which are new.
+WITH inserted AS (
+    INSERT INTO seam_events
+        (event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
+         occurred_at, action, payload, connected_account_id)
+    SELECT event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
+           occurred_at, action, payload::jsonb, connected_account_id
+    FROM UNNEST($11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::timestamptz[], $18::text[], $19::text[], $20::text[])
+         AS e(event_id, delivery_id, event_type, access_code_id, device_id, workspace_id,
+              occurred_at, action, payload, connected_account_id)
+    RETURNING 1
+), requested AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                          $6::text[], $7::text[], $8::timestamptz[], $10::text[])
         AS q(access_code_id, endpoint, device_id, workspace_id, requests,
@@ -48,4 +69,6 @@ WITH requested AS (
 )
 -- $9 NULL: no NOTIFY here (the intake announces its work after the commit, see
 -- queue::RefetchNotifier).
-SELECT pg_notify($9, '') FROM (SELECT 1 FROM upserted LIMIT 1) any_upserted WHERE $9::text IS NOT NULL
+SELECT (SELECT count(*) FROM inserted) AS "inserted!",
+       (SELECT count(*) FROM (SELECT pg_notify($9, '') FROM (SELECT 1 FROM upserted LIMIT 1) any_upserted
+                             WHERE $9::text IS NOT NULL) notified) AS "notified!"
