@@ -40,10 +40,6 @@ pub struct Incoming<'a> {
     pub event: &'a SeamEvent,
 }
 
-/// Inserts a batch of events (arrays, one element per event); returns the ids of
-/// those not stored before. Public so the benchmark's pgbench baseline runs it too.
-pub const INSERT_EVENTS_SQL: &str = include_str!("sql/insert_events.sql");
-
 /// Stores one event. Commits before returning.
 pub async fn store_event(pool: &PgPool, delivery_id: Option<&str>, event: &SeamEvent) -> sqlx::Result<Stored> {
     let stored = store_events(pool, &[Incoming { delivery_id, event }]).await?;
@@ -165,9 +161,10 @@ async fn store_all_new(
     let requests = merge_requests(&events, &[]);
     match queue::store_new_events_with_requests(conn, rows, &requests, None).await {
         Ok(()) => Ok(Some((vec![Stored::New; batch.len()], !requests.is_empty()))),
-        // A copy stored meanwhile by a concurrent batch, or data Postgres refuses: the
-        // transaction sorts it out (and the writer, one delivery at a time).
-        Err(e) if crate::store::is_unique_violation(&e) || crate::store::is_data_error(&e) => Ok(None),
+        // An event stored before, or by a concurrent batch meanwhile: the transaction
+        // sorts it out. (Data Postgres refuses is refused there too: that error goes
+        // straight to the writer, which stores the batch one delivery at a time.)
+        Err(e) if crate::store::is_unique_violation(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }

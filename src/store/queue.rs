@@ -57,8 +57,9 @@ impl KnownCode {
     }
 }
 
-/// Upserts a batch of re-fetch requests (arrays, one element per code) and
-/// notifies the workers. Public so the benchmark's pgbench baseline runs it too.
+/// Upserts a batch of re-fetch requests (arrays, one element per code), storing
+/// the events that asked for them in the same statement when given, and notifies
+/// the workers. Public so the benchmark's pgbench baseline runs it too.
 pub const ENQUEUE_SQL: &str = include_str!("sql/enqueue.sql");
 
 /// Adds a request to the code's pending re-fetch, creating it if there is none.
