@@ -74,14 +74,30 @@ async fn an_outage_stops_the_calls_keeps_the_queue_and_recovery_is_probed_then_r
     let stop = CancellationToken::new();
     let run = tokio::spawn(worker.run(stop.clone()));
 
-    // Three failures open it; then at most one probe in the next second.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let calls = seam.calls();
-    assert!((3..=4).contains(&calls), "three failures and at most one probe, not a call per retry: {calls}");
-    assert_eq!(breaker.view().state, BreakerState::Open);
+    // Three failures open it. Each step is waited for, not timed: on a loaded machine
+    // the worker's first calls can come late, and a fixed sleep would race the probe.
+    eventually_within(Duration::from_secs(10), "three failures to open the breaker", || async {
+        match (breaker.view().state, seam.calls()) {
+            (BreakerState::Open, 3) => Ok(()),
+            state => Err(format!("{state:?}")),
+        }
+    })
+    .await;
+    // Then one probe after open_ms, which fails and opens it for twice as long.
+    eventually_within(Duration::from_secs(10), "one probe, then open again", || async {
+        match (breaker.view().state, seam.calls()) {
+            (BreakerState::Open, 4) => Ok(()),
+            state => Err(format!("{state:?}")),
+        }
+    })
+    .await;
+    // Without the breaker the worker would call every 50 ms; with it, nothing until
+    // the doubled wait (1.4 s) is over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seam.calls(), 4, "three failures and one probe, not a call per retry");
     let (rows, attempts, dead) = queue_state(&pool).await;
     assert_eq!((rows, dead), (10, 0), "every code still queued, none given up");
-    assert_eq!(attempts, calls as i64, "only the calls made count as attempts");
+    assert_eq!(attempts, 4, "only the calls made count as attempts");
 
     // Seam answers again: the next probe closes it through the ramp and the backlog drains.
     seam.set_mode(Mode::Normal);
