@@ -1,7 +1,7 @@
 //! The change stream: `GET /v1/changes` (bearer token) and the console's
 //! `/console/changes` (session cookie) send one Server-Sent Event per history row,
 //! `id:` the history id and `data:` the row's change notification JSON
-//! (`ChangeRecord::payload`).
+//! (`ChangeNotice::payload`).
 //!
 //! One listener per process (`LISTEN access_code_changed`) wakes every open stream;
 //! each stream then reads the rows after the last one it sent from the table
@@ -211,7 +211,7 @@ impl Reader {
 }
 
 fn event(record: &crate::store::mirror::ChangeRecord) -> Event {
-    Event::default().id(record.id.to_string()).data(record.payload().to_string())
+    Event::default().id(record.id.to_string()).data(record.notice.payload().to_string())
 }
 
 /// Where a request asks its stream to start: the `Last-Event-ID` header (what an

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::supervisor::{self, Supervisor};
@@ -17,6 +17,7 @@ use crate::config::WorkerSettings;
 use crate::seam::client::FetchOutcome;
 use crate::seam::event::CodeEndpoint;
 use crate::seam::workspaces::{Route, Workspace, Workspaces};
+use crate::store::kept::KeptConnection;
 use crate::store::mirror::{self, Applied, ChangeKind, Fetch, Observed, Origin};
 use crate::store::queue::{self, Claim, Completion, Failure, REFETCH_CHANNEL};
 use crate::telemetry::metrics::{Metrics, MirrorWrite, Outcome, SeamLabels, Task, WorkerError};
@@ -30,6 +31,8 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     /// Wakes the loops: on NOTIFY, and when a code asked for again is due.
     wake: Arc<Notify>,
+    /// The connection of one-off steps (`try_execute_task`); each loop keeps its own.
+    one_off: Arc<Mutex<KeptConnection>>,
 }
 
 /// What one step of the worker did.
@@ -59,7 +62,8 @@ impl Worker {
         store_pins: bool,
         metrics: Arc<Metrics>,
     ) -> Worker {
-        Worker { pool, workspaces, settings, store_pins, metrics, wake: Arc::new(Notify::new()) }
+        let one_off = Arc::new(Mutex::new(KeptConnection::new(pool.clone())));
+        Worker { pool, workspaces, settings, store_pins, metrics, wake: Arc::new(Notify::new()), one_off }
     }
 
     /// The wake-up of this worker's loops, for work queued in this process.
@@ -69,8 +73,26 @@ impl Worker {
 
     /// Claims, fetches and stores one due re-fetch.
     pub async fn try_execute_task(&self) -> anyhow::Result<TaskOutcome> {
+        match self.one_off.try_lock() {
+            Ok(mut kept) => self.execute_task(&mut kept).await,
+            // Another one-off step holds it (a test stepping two at once): a connection of its own.
+            Err(_) => self.execute_task(&mut KeptConnection::new(self.pool.clone())).await,
+        }
+    }
+
+    /// `try_execute_task` on `kept`: every statement of the step runs on that one
+    /// connection (claim, store, fail), with no pool checkout or return in between.
+    async fn execute_task(&self, kept: &mut KeptConnection) -> anyhow::Result<TaskOutcome> {
+        kept.run(|mut conn| async move {
+            let outcome = self.execute_task_on(&mut conn).await;
+            (conn, outcome)
+        })
+        .await
+    }
+
+    async fn execute_task_on(&self, conn: &mut PgConnection) -> anyhow::Result<TaskOutcome> {
         let filter = self.workspaces.claim_filter();
-        let Some(claim) = queue::claim_next(&self.pool, self.settings.lease(), &filter).await? else {
+        let Some(claim) = queue::claim_next(&mut *conn, self.settings.lease(), &filter).await? else {
             return Ok(TaskOutcome::EmptyQueue);
         };
         let Route::Fetch(workspace) = self.workspaces.route(claim.workspace_id.as_deref()) else {
@@ -80,25 +102,26 @@ impl Worker {
                 "no configured workspace serves workspace {}",
                 claim.workspace_id.as_deref().unwrap_or("(none named)")
             );
-            let result = self.fail(&claim, Failure::Retry { delay, counts: false }, &error).await?;
+            let result = self.fail(conn, &claim, Failure::Retry { delay, counts: false }, &error).await?;
             return Ok(TaskOutcome::Executed { access_code_id: claim.access_code_id, result });
         };
         let (endpoint, outcome) = self.fetch_confirmed(workspace, &claim).await;
         let result = match outcome {
             FetchOutcome::Found(fetched) => {
                 workspace.key_status.accepted();
-                match self.store(&claim, endpoint, Observed::Found(&fetched)).await {
+                match self.store(conn, &claim, endpoint, Observed::Found(&fetched)).await {
                     // An answer Postgres cannot hold (a NUL character, say) would fail
                     // every retry the same way: give it to an operator instead.
                     Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(crate::store::is_data_error) => {
-                        self.fail(&claim, Failure::DeadLetter, &format!("Seam's answer cannot be stored: {e}")).await?
+                        self.fail(conn, &claim, Failure::DeadLetter, &format!("Seam's answer cannot be stored: {e}"))
+                            .await?
                     }
                     stored => stored?,
                 }
             }
             FetchOutcome::Gone => {
                 workspace.key_status.accepted();
-                self.store(&claim, endpoint, Observed::Gone).await?
+                self.store(conn, &claim, endpoint, Observed::Gone).await?
             }
             FetchOutcome::Transient { reason, retry_after, .. } => {
                 let failure = if claim.attempts >= self.settings.max_attempts {
@@ -106,13 +129,13 @@ impl Worker {
                 } else {
                     Failure::Retry { delay: self.backoff(claim.attempts, retry_after), counts: true }
                 };
-                self.fail(&claim, failure, &reason).await?
+                self.fail(conn, &claim, failure, &reason).await?
             }
             // Seam is failing: the breaker made no call. The code keeps its attempts and
             // is due when the breaker lets calls through again (the loops wait for
             // the breaker before claiming, so this happens only in a race for a probe).
             FetchOutcome::NotCalled { reason, retry_in } => {
-                self.fail(&claim, Failure::Retry { delay: retry_in, counts: false }, &reason).await?
+                self.fail(conn, &claim, Failure::Retry { delay: retry_in, counts: false }, &reason).await?
             }
             FetchOutcome::KeyRejected { status, message } => {
                 tracing::error!(
@@ -124,6 +147,7 @@ impl Worker {
                 workspace.key_status.rejected(format!("HTTP {status}: {message}"));
                 let delay = Duration::from_secs(self.settings.auth_failure_retry_seconds);
                 self.fail(
+                    conn,
                     &claim,
                     Failure::Retry { delay, counts: false },
                     &format!("API key rejected: HTTP {status}: {message}"),
@@ -131,7 +155,7 @@ impl Worker {
                 .await?
             }
             FetchOutcome::Rejected { status, message } => {
-                self.fail(&claim, Failure::DeadLetter, &format!("HTTP {status}: {message}")).await?
+                self.fail(conn, &claim, Failure::DeadLetter, &format!("HTTP {status}: {message}")).await?
             }
         };
         Ok(TaskOutcome::Executed { access_code_id: claim.access_code_id, result })
@@ -189,8 +213,14 @@ impl Worker {
         outcome
     }
 
-    async fn store(&self, claim: &Claim, endpoint: CodeEndpoint, observed: Observed<'_>) -> anyhow::Result<TaskResult> {
-        let mut tx = crate::store::begin(&self.pool).await?;
+    async fn store(
+        &self,
+        conn: &mut PgConnection,
+        claim: &Claim,
+        endpoint: CodeEndpoint,
+        observed: Observed<'_>,
+    ) -> anyhow::Result<TaskResult> {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         if !queue::lock_claim(&mut tx, claim).await? {
             tracing::warn!(access_code_id = %claim.access_code_id, "claim lost to another worker; result dropped");
             self.metrics.worker_error(WorkerError::ClaimLost);
@@ -209,8 +239,7 @@ impl Worker {
         }
         // A backup pulled for this code that the mirror does not hold yet is fetched too.
         if matches!(observed, Observed::Found(found) if found.code.pulled_backup_access_code_id.is_some()) {
-            let mut conn = self.pool.acquire().await?;
-            mirror::queue_missing_backups(&mut conn, std::slice::from_ref(&claim.access_code_id)).await?;
+            mirror::queue_missing_backups(conn, std::slice::from_ref(&claim.access_code_id)).await?;
         }
         let lag = (chrono::Utc::now() - claim.first_requested_at).to_std().unwrap_or_default();
         self.metrics.mirror_lag.observe(lag.as_secs_f64());
@@ -234,8 +263,14 @@ impl Worker {
         Ok(TaskResult::Stored { applied, completion })
     }
 
-    async fn fail(&self, claim: &Claim, failure: Failure, error: &str) -> anyhow::Result<TaskResult> {
-        if !queue::fail(&self.pool, claim, &failure, error).await? {
+    async fn fail(
+        &self,
+        conn: &mut PgConnection,
+        claim: &Claim,
+        failure: Failure,
+        error: &str,
+    ) -> anyhow::Result<TaskResult> {
+        if !queue::fail(conn, claim, &failure, error).await? {
             self.metrics.worker_error(WorkerError::ClaimLost);
             return Ok(TaskResult::ClaimLost);
         }
@@ -277,6 +312,8 @@ impl Worker {
                 let (worker, wake) = (worker.clone(), wake.clone());
                 async move {
                     let poll = worker.settings.poll_interval();
+                    // The loop's own connection, kept from step to step.
+                    let kept = Mutex::new(KeptConnection::new(worker.pool.clone()));
                     let step = || async {
                         // While Seam is failing, claim nothing: the queue stays as it is.
                         if let Some(breaker) = worker.workspaces.breaker() {
@@ -285,7 +322,7 @@ impl Worker {
                                 _ = cancel.cancelled() => return Ok(TaskOutcome::EmptyQueue),
                             }
                         }
-                        worker.try_execute_task().await
+                        worker.execute_task(&mut *kept.lock().await).await
                     };
                     work_loop(step, &wake, poll, &worker.metrics, &cancel).await
                 }

@@ -12,7 +12,7 @@
 
 use sqlx::PgPool;
 
-use crate::store::mirror::{ChangeKind, ChangeRecord, Origin};
+use crate::store::mirror::{ChangeKind, ChangeNotice, ChangeRecord, Origin};
 
 /// One read: the rows and the snapshot they were read with.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,17 +48,19 @@ pub async fn read_after(pool: &PgPool, after_id: i64, limit: i64) -> sqlx::Resul
         .into_iter()
         .map(|row| ChangeRecord {
             id: row.id,
-            access_code_id: row.access_code_id,
-            change: row.change,
-            changes: row.changes,
-            origin: row.origin,
-            previous_status: row.previous_status,
-            status: row.status,
-            warnings: row.warnings,
-            errors: row.errors,
-            event_type: row.event_type,
-            backup_access_code_id: row.backup_access_code_id,
-            backup_of_access_code_id: row.backup_of_access_code_id,
+            notice: ChangeNotice {
+                access_code_id: row.access_code_id,
+                change: row.change,
+                changes: row.changes,
+                origin: row.origin,
+                previous_status: row.previous_status,
+                status: row.status,
+                warnings: row.warnings,
+                errors: row.errors,
+                event_type: row.event_type,
+                backup_access_code_id: row.backup_access_code_id,
+                backup_of_access_code_id: row.backup_of_access_code_id,
+            },
         })
         .collect();
     Ok(ChangesRead { xmin, xmax, records })
@@ -109,17 +111,19 @@ mod tests {
     fn record(id: i64) -> ChangeRecord {
         ChangeRecord {
             id,
-            access_code_id: format!("ac_{id}"),
-            change: ChangeKind::Created,
-            changes: vec![],
-            origin: Origin::Fetch,
-            previous_status: None,
-            status: Some("set".into()),
-            warnings: 0,
-            errors: 0,
-            event_type: None,
-            backup_access_code_id: None,
-            backup_of_access_code_id: None,
+            notice: ChangeNotice {
+                access_code_id: format!("ac_{id}"),
+                change: ChangeKind::Created,
+                changes: vec![],
+                origin: Origin::Fetch,
+                previous_status: None,
+                status: Some("set".into()),
+                warnings: 0,
+                errors: 0,
+                event_type: None,
+                backup_access_code_id: None,
+                backup_of_access_code_id: None,
+            },
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::seam::event::{ActionKind, CodeEndpoint, EventAction, EventRef, SeamEvent};
+use crate::store::kept::KeptConnection;
 use crate::store::queue::{self, EventRows, KnownCode, RefetchNotifier, RefetchRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +68,7 @@ enum Announce {
     ByCaller,
 }
 
-/// A writer's batch on the writer's own connection (`WriterConnection`): in one
+/// A writer's batch on the writer's own connection (`KeptConnection`): in one
 /// statement when it can be, else in a transaction. Returns, for each delivery,
 /// whether it was new, and whether the batch queued any re-fetch (announced by
 /// the caller).
@@ -364,7 +365,7 @@ async fn write_batches(
     max_batch: usize,
     notifier: &RefetchNotifier,
 ) {
-    let mut conn = WriterConnection { pool, conn: None };
+    let mut conn = KeptConnection::new(pool);
     loop {
         let mut jobs = Vec::with_capacity(max_batch);
         {
@@ -375,14 +376,14 @@ async fn write_batches(
         }
         let batch: Vec<Incoming> =
             jobs.iter().map(|job| Incoming { delivery_id: Some(&job.delivery_id), event: &job.event }).collect();
-        let result = match conn.store(&batch).await {
+        let result = match store_on(&mut conn, &batch).await {
             // One delivery's bad data must not fail the others that shared its
             // transaction: store them one by one, so only it is refused.
             Err(e) if batch.len() > 1 && crate::store::is_data_error(&e) => {
                 let mut each = Vec::with_capacity(batch.len());
                 let mut queued = false;
                 for incoming in &batch {
-                    let alone = conn.store(std::slice::from_ref(incoming)).await;
+                    let alone = store_on(&mut conn, std::slice::from_ref(incoming)).await;
                     queued |= alone.as_ref().is_ok_and(|(_, q)| *q);
                     each.push(alone.map(|(stored, _)| stored[0]));
                 }
@@ -415,38 +416,13 @@ async fn write_batches(
     }
 }
 
-/// A writer's own connection, taken out of the pool (detached) and kept: sqlx
-/// tests a pooled connection with a round trip on every checkout and another on
-/// every return, which would double the round trips of a batch. Closed after an
-/// error, whatever state it was left in, and replaced at the next batch; being
-/// nobody else's, it can never hand a half-done transaction on.
-struct WriterConnection {
-    pool: PgPool,
-    conn: Option<PgConnection>,
-}
-
-impl WriterConnection {
-    async fn store(&mut self, batch: &[Incoming<'_>]) -> sqlx::Result<(Vec<Stored>, bool)> {
-        let kept = self.conn.is_some();
-        match self.try_store(batch).await {
-            // A connection kept idle may have died meanwhile (a database restart, an
-            // idle timeout): once more, on a new one.
-            Err(sqlx::Error::Io(_)) if kept => self.try_store(batch).await,
-            result => result,
-        }
-    }
-
-    async fn try_store(&mut self, batch: &[Incoming<'_>]) -> sqlx::Result<(Vec<Stored>, bool)> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => self.conn.insert(self.pool.acquire().await?.detach()),
-        };
-        let result = store_batch(conn, batch).await;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
+/// `store_batch` on the writer's own connection.
+async fn store_on(kept: &mut KeptConnection, batch: &[Incoming<'_>]) -> sqlx::Result<(Vec<Stored>, bool)> {
+    kept.run(|mut conn| async move {
+        let result = store_batch(&mut conn, batch).await;
+        (conn, result)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -228,9 +228,8 @@ pub async fn apply(
     store_pins: bool,
 ) -> sqlx::Result<Applied> {
     // Serialised with `link_backup` of an original naming this code, so that one of
-    // the two always sees the other's row, whichever commits first. Taken before the
-    // row lock, as `link_backup` takes them.
-    lock_backup_link(conn, fetch.access_code_id).await?;
+    // the two always sees the other's row, whichever commits first: the link's lock
+    // is taken before the row lock, as `link_backup` takes them.
     let current = lock_current(conn, fetch.access_code_id).await?;
     if current.as_ref().is_some_and(|c| c.fetched_at > fetch.started_at) {
         return Ok(Applied::Stale);
@@ -266,14 +265,16 @@ pub async fn apply(
     Ok(Applied::Stored { change: change.map(|c| c.kind), previous_status, status: shown.status })
 }
 
+/// The code's row, locked, after the lock on its backup link
+/// (`lock_access_code_for_write`, migrations/20261204000001).
 async fn lock_current(conn: &mut PgConnection, access_code_id: &str) -> sqlx::Result<Option<Current>> {
     sqlx::query_as!(
         Current,
-        r#"SELECT status, warnings AS "warnings: Json<Value>", errors AS "errors: Json<Value>",
+        r#"SELECT status, warnings AS "warnings!: Json<Value>", errors AS "errors!: Json<Value>",
                 name, starts_at, ends_at, code, pulled_backup_access_code_id,
-                deleted_at IS NOT NULL AS "deleted!", fetched_at,
+                deleted_at IS NOT NULL AS "deleted!", fetched_at AS "fetched_at!",
                 last_event_id, last_event_type, last_event_occurred_at
-         FROM access_codes WHERE access_code_id = $1 FOR UPDATE"#,
+         FROM lock_access_code_for_write($1)"#,
         access_code_id,
     )
     .fetch_optional(conn)
@@ -369,7 +370,8 @@ async fn upsert_found(
     Ok(backup_of)
 }
 
-/// A transaction-scoped lock on the link to the backup code `backup_id`.
+/// A transaction-scoped lock on the link to the backup code `backup_id` (the same
+/// key as `lock_access_code_for_write` takes).
 async fn lock_backup_link(conn: &mut PgConnection, backup_id: &str) -> sqlx::Result<()> {
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('backup_link:' || $1, 0))", backup_id)
         .execute(conn)
@@ -467,9 +469,9 @@ async fn mark_deleted(conn: &mut PgConnection, fetch: &Fetch<'_>, newest: &Event
     Ok(())
 }
 
-/// Adds the history row of a change and tells listeners about it, in the same
-/// transaction: the notification is the row's `ChangeRecord::payload`, as the
-/// change stream sends it.
+/// Adds the history row of a change and tells listeners about it, in one
+/// statement of the fetch's transaction: the notification is the row's
+/// `ChangeNotice::payload`, as the change stream sends it.
 async fn record_change(
     conn: &mut PgConnection,
     fetch: &Fetch<'_>,
@@ -479,19 +481,32 @@ async fn record_change(
     backup_of: Option<&str>,
 ) -> sqlx::Result<()> {
     let trigger = &fetch.trigger;
-    let fields: Vec<&str> = change.fields.iter().map(|field| field.as_str()).collect();
-    let record = sqlx::query_as!(
-        ChangeRecord,
+    let fields: Vec<String> = change.fields.iter().map(|field| field.as_str().to_owned()).collect();
+    let count = |list: &Value| list.as_array().map_or(0, Vec::len) as i32;
+    let notice = ChangeNotice {
+        access_code_id: fetch.access_code_id.to_owned(),
+        change: change.kind,
+        changes: fields,
+        origin: fetch.origin,
+        previous_status: previous_status.map(str::to_owned),
+        status: now.status.clone(),
+        warnings: count(&now.warnings),
+        errors: count(&now.errors),
+        event_type: trigger.event_type.clone(),
+        backup_access_code_id: now.pulled_backup_access_code_id.clone(),
+        backup_of_access_code_id: backup_of.map(str::to_owned),
+    };
+    sqlx::query!(
         r#"
-        INSERT INTO access_code_history
-            (access_code_id, change, previous_status, status, warnings, errors,
-             event_id, event_type, event_occurred_at, fetched_at, changes, origin,
-             backup_access_code_id, backup_of_access_code_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-        RETURNING id, access_code_id, change AS "change: ChangeKind", changes, origin AS "origin: Origin",
-                  previous_status, status, jsonb_array_length(warnings) AS "warnings!",
-                  jsonb_array_length(errors) AS "errors!", event_type, backup_access_code_id,
-                  backup_of_access_code_id
+        WITH recorded AS (
+            INSERT INTO access_code_history
+                (access_code_id, change, previous_status, status, warnings, errors,
+                 event_id, event_type, event_occurred_at, fetched_at, changes, origin,
+                 backup_access_code_id, backup_of_access_code_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            RETURNING id
+        )
+        SELECT pg_notify($15, $16) FROM recorded
         "#,
         fetch.access_code_id,
         change.kind as _,
@@ -503,23 +518,30 @@ async fn record_change(
         trigger.event_type,
         trigger.occurred_at,
         fetch.started_at,
-        &fields as &[&str],
+        &notice.changes,
         fetch.origin as _,
         now.pulled_backup_access_code_id,
         backup_of,
+        CHANGE_CHANNEL,
+        notice.payload().to_string(),
     )
-    .fetch_one(&mut *conn)
+    .execute(conn)
     .await?;
-    sqlx::query!("SELECT pg_notify($1, $2)", CHANGE_CHANNEL, record.payload().to_string()).execute(conn).await?;
     Ok(())
 }
 
-/// One history row as its change notification (`NOTIFY access_code_changed`) and
-/// the change stream (`GET /v1/changes`) tell it.
+/// One history row (`access_code_history.id`: the stream's event id) with what it
+/// tells.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRecord {
-    /// `access_code_history.id`: the stream's event id.
     pub id: i64,
+    pub notice: ChangeNotice,
+}
+
+/// A change as its notification (`NOTIFY access_code_changed`) and the change
+/// stream (`GET /v1/changes`) tell it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeNotice {
     pub access_code_id: String,
     pub change: ChangeKind,
     pub changes: Vec<String>,
@@ -534,7 +556,7 @@ pub struct ChangeRecord {
     pub backup_of_access_code_id: Option<String>,
 }
 
-impl ChangeRecord {
+impl ChangeNotice {
     /// The JSON of the notification and of the stream's event: the one place it is built.
     pub fn payload(&self) -> Value {
         let mut payload = serde_json::json!({

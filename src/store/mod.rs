@@ -9,6 +9,7 @@ pub mod changes;
 pub mod console;
 pub mod import;
 pub mod intake;
+pub mod kept;
 pub mod mirror;
 pub mod queue;
 pub mod run_lock;

@@ -260,7 +260,11 @@ impl Claim {
 ///
 /// Only codes `filter` admits: those of a workspace this process has a credential
 /// for; the others wait (`seam::workspaces`).
-pub async fn claim_next(pool: &PgPool, lease: Duration, filter: &ClaimFilter) -> sqlx::Result<Option<Claim>> {
+pub async fn claim_next(
+    db: impl sqlx::PgExecutor<'_>,
+    lease: Duration,
+    filter: &ClaimFilter,
+) -> sqlx::Result<Option<Claim>> {
     sqlx::query_as!(
         Claim,
         r#"
@@ -288,7 +292,7 @@ pub async fn claim_next(pool: &PgPool, lease: Duration, filter: &ClaimFilter) ->
         &filter.workspace_ids,
         filter.without_workspace,
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 
@@ -379,7 +383,7 @@ pub enum Failure {
 
 /// Records a failed attempt: back off, or dead-letter. Returns false if the claim
 /// had already been lost to another worker.
-pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) -> sqlx::Result<bool> {
+pub async fn fail(db: impl sqlx::PgExecutor<'_>, claim: &Claim, failure: &Failure, error: &str) -> sqlx::Result<bool> {
     let (delay_seconds, uncount, dead) = match failure {
         Failure::Retry { delay, counts } => (delay.as_secs_f64(), i32::from(!counts), false),
         Failure::DeadLetter => (0.0, 0, true),
@@ -402,7 +406,7 @@ pub async fn fail(pool: &PgPool, claim: &Claim, failure: &Failure, error: &str) 
         dead,
         error,
     )
-    .execute(pool)
+    .execute(db)
     .await?
     .rows_affected();
     Ok(updated == 1)
