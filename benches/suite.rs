@@ -352,19 +352,24 @@ impl Bench {
         self.samples.get(key).cloned().unwrap_or_default()
     }
 
-    async fn exec(&self, sql: &'static str) -> anyhow::Result<()> {
-        sqlx::raw_sql(sql).execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Empty tables (every run starts from the same state) and a checkpoint (none
     /// falls in the middle of one subject's run more than another's).
+    ///
+    /// A service just started runs its start-up jobs (the sweeps) meanwhile, whose
+    /// statements take the same tables' locks in another order: Postgres may end the
+    /// `TRUNCATE` as a deadlock, and it is run again.
     async fn reset(&self) -> anyhow::Result<()> {
-        self.exec(
-            "TRUNCATE seam_events, access_code_refetches, access_codes, access_code_history, \
-             bench_min_events, bench_min_jobs; CHECKPOINT",
-        )
-        .await
+        const SQL: &str = "TRUNCATE seam_events, access_code_refetches, access_codes, access_code_history, \
+                           bench_min_events, bench_min_jobs; CHECKPOINT";
+        for _ in 0..10 {
+            match sqlx::raw_sql(SQL).execute(&self.pool).await {
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                result => return Ok(result.map(drop)?),
+            }
+        }
+        anyhow::bail!("TRUNCATE deadlocked ten times in a row")
     }
 
     async fn wait_drained(&self) -> anyhow::Result<()> {
