@@ -54,6 +54,10 @@ async fn a_change_is_notified_on_access_code_changed(pool: PgPool) {
         ],
         "the third fetch changed nothing, so it is not notified"
     );
+    // Each notification is its history row as the change stream tells it.
+    let stream = seam_access_sync::store::changes::read_after(&pool, 0, 10).await.unwrap();
+    let told: Vec<Value> = stream.records.iter().map(|record| record.notice.payload()).collect();
+    assert_eq!(told, payloads);
 }
 
 /// The value of one sample line in the Prometheus text, 0 when absent.
