@@ -862,34 +862,25 @@ fn rows(
             "≥ 1.0×",
             Some(|r| r >= 1.0),
         ));
-        rows.push(row(
-            format!("pgbench minimal work as one statement, concurrency {c} (third line)"),
-            &v(&format!("one{c}")),
-            tps,
-            "",
-            None,
-        ));
-        rows.push(ratio_row(
-            format!("intake ÷ pgbench minimal as one statement, concurrency {c} (third line)"),
-            &v(&format!("ratio.one{c}")),
-            format!("{:.0}/s vs {:.0} tps", med(&format!("svc{c}.rate")), med(&format!("one{c}"))),
-            "—",
-            None,
-        ));
-        rows.push(row(
-            format!("pgbench the service's own statement (one delivery per batch), concurrency {c} (second line)"),
-            &v(&format!("own{c}")),
-            tps,
-            "",
-            None,
-        ));
-        rows.push(ratio_row(
-            format!("intake ÷ pgbench own statement, concurrency {c} (second line)"),
-            &v(&format!("ratio.own{c}")),
-            format!("{:.0}/s vs {:.0} tps", med(&format!("svc{c}.rate")), med(&format!("own{c}"))),
-            "—",
-            None,
-        ));
+        // The baselines beside the target's: each as tps, then the intake's ratio to it.
+        for (key, what, ratio_what, line) in [
+            ("one", "pgbench minimal work as one statement", "pgbench minimal as one statement", "third line"),
+            (
+                "own",
+                "pgbench the service's own statement (one delivery per batch)",
+                "pgbench own statement",
+                "second line",
+            ),
+        ] {
+            rows.push(row(format!("{what}, concurrency {c} ({line})"), &v(&format!("{key}{c}")), tps, "", None));
+            rows.push(ratio_row(
+                format!("intake ÷ {ratio_what}, concurrency {c} ({line})"),
+                &v(&format!("ratio.{key}{c}")),
+                format!("{:.0}/s vs {:.0} tps", med(&format!("svc{c}.rate")), med(&format!("{key}{c}"))),
+                "—",
+                None,
+            ));
+        }
         rows.push(row(format!("intake ack latency p50, concurrency {c}"), &v(&format!("svc{c}.p50")), ms, "", None));
         let (target, ok): (&str, Check) = if c == 32 { ("≤ 10 ms", Some(|v| v <= 10.0)) } else { ("", None) };
         rows.push(row(format!("intake ack latency p99, concurrency {c}"), &v(&format!("svc{c}.p99")), ms, target, ok));

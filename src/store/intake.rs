@@ -160,7 +160,7 @@ async fn store_all_new(
     }
     let events: Vec<&SeamEvent> = batch.iter().map(|i| i.event).collect();
     let requests = merge_requests(&events, &[]);
-    match queue::store_new_events_with_requests(conn, rows, &requests, None).await {
+    match queue::store_new_events_with_requests(conn, rows, &requests).await {
         Ok(()) => Ok(Some((vec![Stored::New; batch.len()], !requests.is_empty()))),
         // An event stored before, or by a concurrent batch meanwhile: the transaction
         // sorts it out. (Data Postgres refuses is refused there too: that error goes

@@ -51,9 +51,9 @@ impl KeptConnection {
     /// Runs one step on the kept connection (a new one from the pool when none is
     /// kept). The step owns the connection while it runs and hands it back with its
     /// result: dropped mid-way or panicking, it takes the connection with it. After
-    /// an error the connection is closed; a kept one that failed with an I/O error
-    /// is replaced and the step run once more, so a connection that died while idle
-    /// costs no failed step.
+    /// an error the connection is closed; a kept one that was lost
+    /// (`ConnectionLost`) is replaced and the step run once more, so a connection
+    /// that died while idle costs no failed step.
     pub async fn run<T, E, F, Fut>(&mut self, mut step: F) -> Result<T, E>
     where
         F: FnMut(PgConnection) -> Fut,

@@ -102,15 +102,14 @@ pub struct EventRows<'a> {
 /// Stores `events`, every one of them new, and queues `requests` (merged per code)
 /// in one statement: one round trip, and one commit when `conn` is not inside a
 /// transaction. An event (or delivery) stored before fails it with a unique
-/// violation (`store::is_unique_violation`), having written nothing.
-/// `channel`: NOTIFYed when anything was queued.
+/// violation (`store::is_unique_violation`), having written nothing. No NOTIFY:
+/// the intake announces its work after the commit (`RefetchNotifier`).
 pub async fn store_new_events_with_requests(
     conn: &mut PgConnection,
     events: &EventRows<'_>,
     requests: &[RefetchRequest<'_>],
-    channel: Option<&str>,
 ) -> sqlx::Result<()> {
-    upsert_requests(conn, events, requests, channel).await
+    upsert_requests(conn, events, requests, None).await
 }
 
 /// The one statement behind the enqueues (`sql/enqueue.sql`).
