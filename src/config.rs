@@ -199,6 +199,8 @@ pub struct ServerSettings {
     pub retry_after_seconds: u32,
     pub intake_writers: usize,
     pub intake_max_batch: usize,
+    /// Threads of the async runtime: 1 runs every task on one thread; 0, one per CPU.
+    pub runtime_threads: usize,
     pub header_read_timeout_ms: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,

@@ -13,8 +13,7 @@ use seam_access_sync::telemetry;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit codes: 0 done, 1 failed (database, Seam, …), 2 bad settings or usage.
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     let settings = Settings::load().and_then(|settings| {
         if matches!(command, Command::Serve) {
@@ -29,6 +28,60 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = match runtime(settings.server.runtime_threads) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("seam-access-sync: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let _flushed_at_exit = telemetry::init(&settings.log, !matches!(command, Command::Serve));
-    cli::run(command, settings).await
+    runtime.block_on(cli::run(command, settings))
+}
+
+/// The runtime every task runs on (`server.runtime_threads`). One thread is the
+/// default: a delivery is a few tens of microseconds of CPU between waits on the
+/// network and Postgres, and handing tasks between two threads cost more in
+/// wake-ups than it gained (BENCHMARKS.md, round five).
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::runtime;
+
+    #[test]
+    fn one_thread_is_the_current_thread_runtime() {
+        let runtime = runtime(1).unwrap();
+        assert_eq!(runtime.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        assert_eq!(runtime.block_on(async { tokio::spawn(async { 7 }).await.unwrap() }), 7);
+    }
+
+    #[test]
+    fn more_threads_are_that_many_workers() {
+        let runtime = runtime(3).unwrap();
+        assert_eq!(runtime.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(runtime.metrics().num_workers(), 3);
+    }
+
+    #[test]
+    fn zero_is_tokios_default() {
+        let runtime = runtime(0).unwrap();
+        assert_eq!(runtime.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        let expected = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap().get());
+        assert_eq!(runtime.metrics().num_workers(), expected);
+    }
 }
