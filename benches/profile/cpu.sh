@@ -5,9 +5,9 @@
 # With MODE=all and no SEAM_URL it starts seam.mjs (a Seam answering at once) and
 # measures end to end: the CPU until the queue has drained, and the Seam calls made.
 # Starts BIN on a throwaway database sas_prof (dropped and made again), sends signed
-# deliveries with load.mjs (Node), prints the generator's rate and latency and the
-# service's utime+stime ÷ deliveries; with "perf", records `perf record -e cpu-clock -g`
-# to /tmp/perf.data meanwhile.
+# deliveries with load.mjs (Node), prints the generator's rate and latency, the
+# service's utime+stime ÷ deliveries and its threads' context switches ÷ deliveries;
+# with "perf", records `perf record -e cpu-clock -g` to /tmp/perf.data meanwhile.
 set -u
 BIN=$1; N=$2; C=$3; PERF=${4:-}
 DB=postgres://postgres@127.0.0.1:5432/sas_prof${DBOPTS:-}
@@ -23,7 +23,9 @@ PID=$!
 for i in $(seq 100); do curl -sf http://127.0.0.1:18080/readyz >/dev/null && break; sleep 0.1; done
 node "$(dirname "$0")/load.mjs" http://127.0.0.1:18080/webhooks/seam $SECRET 1000 8 >/dev/null
 cpu() { awk "{print \$14+\$15}" /proc/$PID/stat; }; ut() { awk "{print \$14, \$15}" /proc/$PID/stat; }
-c0=$(cpu); echo "utime stime ticks before: $(ut)"
+# Context switches, voluntary and not, summed over the process's threads.
+switches() { cat /proc/$PID/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+c0=$(cpu); s0=$(switches); echo "utime stime ticks before: $(ut)"
 if [ -n "$PERF" ]; then perf record -e cpu-clock -g -p $PID -o /tmp/perf.data 2>/dev/null & PP=$!; sleep 0.5; fi
 node "$(dirname "$0")/load.mjs" http://127.0.0.1:18080/webhooks/seam $SECRET $N $C
 if [ "${MODE:-server}" = all ]; then
@@ -34,8 +36,9 @@ if [ "${MODE:-server}" = all ]; then
   done
   [ -n "$SEAM_PID" ] && echo "seam_calls=$(curl -s $SEAM_URL/calls)"
 fi
-c1=$(cpu); echo "utime stime ticks after: $(ut)"
+c1=$(cpu); s1=$(switches); echo "utime stime ticks after: $(ut)"
 if [ -n "$PERF" ]; then kill -INT $PP; wait $PP; fi
 echo "cpu_us_per_delivery=$(( (c1-c0)*10000 / N ))"
+echo "context_switches_per_delivery=$(awk "BEGIN {printf \"%.2f\", ($s1-$s0)/$N}")"
 kill $PID; wait $PID
 [ -n "$SEAM_PID" ] && kill $SEAM_PID
