@@ -141,6 +141,7 @@ impl Application {
         tracing::info!(
             addr = %listener.local_addr()?,
             run_mode = ?state.settings.server.run_mode,
+            runtime_threads = state.settings.server.runtime_threads,
             "seam-access-sync listening"
         );
         // The worker process also runs the background jobs: the import on start,
