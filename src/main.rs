@@ -44,13 +44,16 @@ fn main() -> ExitCode {
 /// network and Postgres, and handing tasks between two threads cost more in
 /// wake-ups than it gained (BENCHMARKS.md, round five).
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    use tokio::runtime::Builder;
     let mut builder = match threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        1 => Builder::new_current_thread(),
+        0 => Builder::new_multi_thread(),
+        n => {
+            let mut builder = Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
     };
-    if threads > 1 {
-        builder.worker_threads(threads);
-    }
     builder.enable_all().build()
 }
 
