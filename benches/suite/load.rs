@@ -2,7 +2,7 @@
 //! alike: every delivery built, signed and serialised to its request bytes before
 //! the clock starts; one HTTP/1.1 keep-alive connection per concurrent sender, a
 //! request written in one `write`, the answer read by its Content-Length; closed
-//! loop for a fixed time or a fixed count. (A minimal HTTP/1.1 client on purpose:
+//! loop for a fixed time or a fixed count, or open loop at a fixed rate. (A minimal HTTP/1.1 client on purpose:
 //! the generator shares the machine's cores with what it measures.)
 
 use std::net::SocketAddr;
@@ -141,6 +141,39 @@ impl LoadResult {
         self.accepted as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Counts one exchange sent at `sent`; false when its connection cannot carry
+    /// another request.
+    fn record(&mut self, sent: Instant, outcome: anyhow::Result<(u16, bool, String)>) -> bool {
+        match outcome {
+            Ok((status, keep_alive, body)) => {
+                if (200..300).contains(&status) {
+                    self.accepted += 1;
+                    self.latencies_us.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                } else {
+                    self.failed += 1;
+                    self.first_failure.get_or_insert_with(|| format!("{status}: {body}"));
+                }
+                keep_alive
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.first_failure.get_or_insert_with(|| format!("exchange: {e:#}"));
+                false
+            }
+        }
+    }
+
+    /// Adds one sender's counts (the latencies unsorted).
+    fn add(&mut self, sender: LoadResult) {
+        self.accepted += sender.accepted;
+        self.failed += sender.failed;
+        self.ran_out |= sender.ran_out;
+        self.latencies_us.extend(sender.latencies_us);
+        if self.first_failure.is_none() {
+            self.first_failure = sender.first_failure;
+        }
+    }
+
     /// The `q` quantile of the latencies, in ms.
     pub fn latency_ms(&self, q: f64) -> f64 {
         if self.latencies_us.is_empty() {
@@ -193,25 +226,8 @@ pub async fn closed_loop(
                 }
                 let open = connection.as_mut().expect("connected above");
                 let sent = Instant::now();
-                match open.exchange(&request).await {
-                    Ok((status, keep_alive, body)) => {
-                        let latency = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                        if (200..300).contains(&status) {
-                            result.accepted += 1;
-                            result.latencies_us.push(latency);
-                        } else {
-                            result.failed += 1;
-                            result.first_failure.get_or_insert_with(|| format!("{status}: {body}"));
-                        }
-                        if !keep_alive {
-                            connection = None;
-                        }
-                    }
-                    Err(e) => {
-                        result.failed += 1;
-                        result.first_failure.get_or_insert_with(|| format!("exchange: {e:#}"));
-                        connection = None;
-                    }
+                if !result.record(sent, open.exchange(&request).await) {
+                    connection = None;
                 }
             }
             result.ran_out = deadline.is_some_and(|d| Instant::now() < d);
@@ -222,65 +238,74 @@ pub async fn closed_loop(
     let started = Instant::now();
     let mut total = LoadResult::default();
     while let Some(result) = senders.join_next().await {
-        let result = result.expect("a sender does not panic");
-        total.accepted += result.accepted;
-        total.failed += result.failed;
-        total.ran_out |= result.ran_out;
-        total.latencies_us.extend(result.latencies_us);
-        if total.first_failure.is_none() {
-            total.first_failure = result.first_failure;
-        }
+        total.add(result.expect("a sender does not panic"));
     }
     total.elapsed = started.elapsed();
     total.latencies_us.sort_unstable();
     total
 }
 
-/// Open loop: one delivery every 1/`rate` s on a fresh task, whatever the answers
-/// (reqwest's pooled client, so late answers do not hold back the schedule);
-/// returns each latency in ms, sorted.
-pub async fn open_loop(
-    http: &reqwest::Client,
-    url: &str,
-    bodies: Vec<(Vec<(&'static str, String)>, Bytes)>,
-    rate: f64,
-) -> Vec<f64> {
-    let started = Instant::now();
+/// Open loop: delivery `i` is due at `i`/`rate` s after the start, whatever the
+/// answers. `connections` keep-alive connections, opened before the clock starts,
+/// each take the next delivery due, wait for its time and send it; a connection
+/// still waiting for an answer leaves the next delivery to another, so with enough
+/// of them a slow answer does not hold back the schedule. Each latency is measured
+/// from the send; `late` counts the sends that left more than 2 ms after they were
+/// due (every connection busy, or the generator starved of CPU).
+pub async fn open_loop(addr: SocketAddr, deliveries: Vec<Delivery>, rate: f64, connections: usize) -> OpenLoopResult {
+    let deliveries: Arc<[Delivery]> = deliveries.into();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut sends = tokio::task::JoinSet::new();
-    for (i, (headers, body)) in bodies.into_iter().enumerate() {
-        tokio::time::sleep_until((started + interval.mul_f64(i as f64)).into()).await;
-        let mut request = http.post(url).header("content-type", "application/json").body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        sends.spawn(async move {
-            let sent = Instant::now();
-            let ok = match request.send().await {
-                Ok(answer) => {
-                    let ok = answer.status().is_success();
-                    ok && answer.bytes().await.is_ok()
+    let mut opened = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        opened.push(Connection::open(addr).await.ok());
+    }
+    let started = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for mut connection in opened {
+        let (deliveries, next) = (deliveries.clone(), next.clone());
+        senders.spawn(async move {
+            let mut result = OpenLoopResult::default();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(request) = deliveries.get(i) else { return result };
+                let due = started + interval.mul_f64(i as f64);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
                 }
-                Err(_) => false,
-            };
-            (sent.elapsed(), ok)
+                if connection.is_none() {
+                    connection = Connection::open(addr).await.ok();
+                }
+                let Some(open) = connection.as_mut() else {
+                    result.load.failed += 1;
+                    result.load.first_failure.get_or_insert_with(|| "connect: failed".to_owned());
+                    continue;
+                };
+                let sent = Instant::now();
+                if sent.duration_since(due) > Duration::from_millis(2) {
+                    result.late += 1;
+                }
+                if !result.load.record(sent, open.exchange(request).await) {
+                    connection = None;
+                }
+            }
         });
     }
-    let mut latencies = Vec::new();
-    while let Some(answer) = sends.join_next().await {
-        let (latency, ok) = answer.expect("a send does not panic");
-        if ok {
-            latencies.push(latency.as_secs_f64() * 1e3);
-        }
+    let mut total = OpenLoopResult::default();
+    while let Some(result) = senders.join_next().await {
+        let result = result.expect("a sender does not panic");
+        total.late += result.late;
+        total.load.add(result.load);
     }
-    latencies.sort_by(f64::total_cmp);
-    latencies
+    total.load.elapsed = started.elapsed();
+    total.load.latencies_us.sort_unstable();
+    total
 }
 
-/// A signed delivery as headers and body, for [`open_loop`].
-pub fn open_delivery(access_code_id: &str) -> (Vec<(&'static str, String)>, Bytes) {
-    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let body = event_body(access_code_id);
-    let headers = svix_headers(SECRET, &id, chrono::Utc::now().timestamp(), body.as_bytes());
-    (headers.into_iter().collect(), Bytes::from(body))
+/// What one open-loop run saw.
+#[derive(Debug, Default)]
+pub struct OpenLoopResult {
+    pub load: LoadResult,
+    /// Sends that left more than 2 ms after they were due.
+    pub late: u64,
 }
