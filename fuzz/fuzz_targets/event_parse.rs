@@ -17,13 +17,16 @@
 //!   absent, null or "[redacted]"; with `store_pins = true` the payload is the body
 //!   as parsed; the two differ only in values replaced by "[redacted]";
 //! - nothing accepted holds a NUL character, which Postgres cannot store (text and
-//!   jsonb refuse it), so an accepted event can always be written.
+//!   jsonb refuse it), so an accepted event can always be written;
+//! - it accepts what parsing the whole body into a `serde_json::Value` accepts (a
+//!   body refused as not JSON does not parse), and stores what `redact_pin` leaves
+//!   of that `Value`.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use seam_access_sync::seam::event::{
-    CONNECTED_ACCOUNT_EVENT_TYPES, DEVICE_EVENT_TYPES, EventAction, REDACTED, SeamEvent,
+    CONNECTED_ACCOUNT_EVENT_TYPES, DEVICE_EVENT_TYPES, EventAction, EventError, REDACTED, SeamEvent, redact_pin,
 };
 use serde_json::Map;
 use serde_json::Value;
@@ -175,11 +178,21 @@ fn check_id(id: &str, name: &str) {
 fn check(body: &[u8]) {
     let redacted = SeamEvent::parse(body, false);
     let kept = SeamEvent::parse(body, true);
+    // `parse` takes the body apart without one `Value` for the whole event: it must
+    // accept exactly what such a parse accepts, and store what `redact_pin` on it
+    // leaves.
+    let whole = serde_json::from_slice::<Value>(body);
+    if let Err(EventError::NotJson) = redacted {
+        assert!(whole.is_err(), "refused as not JSON, but serde_json parses it");
+    }
     let (redacted, kept) = match (redacted, kept) {
         (Err(a), Err(b)) => return assert_eq!(a, b, "store_pins changed the error"),
         (Ok(redacted), Ok(kept)) => (redacted, kept),
         (a, b) => panic!("store_pins changed the outcome: {a:?} / {b:?}"),
     };
+    let mut whole = whole.expect("accepted, so it is JSON");
+    redact_pin(&mut whole);
+    assert_eq!(redacted.payload_value(), whole, "stored otherwise than redact_pin on the whole event");
     for event in [&redacted, &kept] {
         check_id(&event.event_id, "event_id");
         check_id(&event.event_type, "event_type");
@@ -209,7 +222,7 @@ fn check(body: &[u8]) {
             (is_access_code, action) => panic!("{} ({is_access_code}) gave {action:?}", event.event_type),
         }
         assert!(
-            !holds_nul(&event.payload)
+            !holds_nul(&event.payload_value())
                 && ![&event.event_id, &event.event_type].iter().any(|s| s.contains('\0'))
                 && ![&event.access_code_id, &event.device_id, &event.connected_account_id, &event.workspace_id]
                     .iter()
@@ -217,14 +230,15 @@ fn check(body: &[u8]) {
             "accepted an event Postgres cannot store (NUL character)"
         );
     }
-    let top = redacted.payload.as_object().expect("an event is an object");
+    let (redacted_payload, kept_payload) = (redacted.payload_value(), kept.payload_value());
+    let top = redacted_payload.as_object().expect("an event is an object");
     assert_hidden(top.get("code"), "code");
-    assert_no_pin(&redacted.payload, "");
+    assert_no_pin(&redacted_payload, "");
     let as_received: Value = serde_json::from_slice(body).expect("accepted, so it is JSON");
-    assert_eq!(kept.payload, as_received, "store_pins = true changed the payload");
-    assert_only_redacted(&redacted.payload, &kept.payload, "");
+    assert_eq!(kept_payload, as_received, "store_pins = true changed the payload");
+    assert_only_redacted(&redacted_payload, &kept_payload, "");
     let (mut a, mut b) = (redacted.clone(), kept.clone());
-    (a.payload, b.payload) = (Value::Null, Value::Null);
+    (a.payload, b.payload) = (String::new(), String::new());
     assert_eq!(a, b, "store_pins changed more than the payload");
 }
 

@@ -1,12 +1,18 @@
 //! A Seam event as webhooks (and `/events/list`) carry it: one flat JSON object.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Longest id we accept in an event; Seam ids are uuids (36 characters).
 const MAX_ID_BYTES: usize = 255;
 
 /// The one redaction of PINs, here too for the callers that know it by this path.
+use super::redact::redact_top_level_entry;
 pub use super::redact::{REDACTED, redact_pin};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,9 +24,12 @@ pub struct SeamEvent {
     pub connected_account_id: Option<String>,
     pub workspace_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
-    /// The whole event as received, every PIN redacted (`redact_pin`: nested ones
-    /// too) unless the user opted in.
-    pub payload: Value,
+    /// The `backup_access_code_id` of the event, when it is a string.
+    backup_access_code_id: Option<String>,
+    /// The whole event as received, as JSON text, every PIN redacted (`redact_pin`:
+    /// nested ones too) unless the user opted in. Its entries keep their order and
+    /// their text, except those that may hold a PIN, written again after redaction.
+    pub payload: String,
 }
 
 crate::text_enum::text_enum! {
@@ -230,6 +239,7 @@ pub enum EventError {
 }
 
 /// The fields we read; everything else stays in the raw payload.
+#[derive(Default)]
 struct Fields {
     event_id: Option<Value>,
     event_type: Option<Value>,
@@ -238,37 +248,205 @@ struct Fields {
     connected_account_id: Option<Value>,
     workspace_id: Option<Value>,
     occurred_at: Option<Value>,
+    backup_access_code_id: Option<Value>,
 }
 
 impl Fields {
-    /// Copies of the fields of an object (not of the whole tree).
-    fn of(payload: &Value) -> Fields {
-        let field = |name: &str| payload.get(name).cloned();
-        Fields {
-            event_id: field("event_id"),
-            event_type: field("event_type"),
-            access_code_id: field("access_code_id"),
-            device_id: field("device_id"),
-            connected_account_id: field("connected_account_id"),
-            workspace_id: field("workspace_id"),
-            occurred_at: field("occurred_at"),
-        }
+    /// Where the field named `key` goes, if it is one we read.
+    fn slot(&mut self, key: &str) -> Option<&mut Option<Value>> {
+        Some(match key {
+            "event_id" => &mut self.event_id,
+            "event_type" => &mut self.event_type,
+            "access_code_id" => &mut self.access_code_id,
+            "device_id" => &mut self.device_id,
+            "connected_account_id" => &mut self.connected_account_id,
+            "workspace_id" => &mut self.workspace_id,
+            "occurred_at" => &mut self.occurred_at,
+            "backup_access_code_id" => &mut self.backup_access_code_id,
+            _ => return None,
+        })
     }
+}
+
+/// The top-level entries of an event, each value as its text (checked as JSON
+/// syntax only), keys unescaped (borrowed when they hold no escape).
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Key(key)) = map.next_key()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// An object key, borrowed from the body when it holds no escape.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+/// Deepest nesting of arrays and objects in a top-level entry's value: the whole
+/// event may nest 127 deep, as deep as `serde_json` parses a `Value` (the event
+/// object itself is the first level).
+const MAX_ENTRY_DEPTH: usize = 126;
+
+/// Checks a value as a `Value` parse would (numbers in range, escapes valid, depth
+/// as above) without building it; notes a NUL in a string or key.
+struct Check<'n> {
+    depth: usize,
+    nul: &'n mut bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        *self.nul |= text.contains('\0');
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_ENTRY_DEPTH {
+            return Err(de::Error::custom("nested too deep"));
+        }
+        while seq.next_element_seed(Check { depth, nul: &mut *self.nul })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_ENTRY_DEPTH {
+            return Err(de::Error::custom("nested too deep"));
+        }
+        while map.next_key_seed(Check { depth, nul: &mut *self.nul })?.is_some() {
+            map.next_value_seed(Check { depth, nul: &mut *self.nul })?;
+        }
+        Ok(())
+    }
+}
+
+/// Nesting of arrays and objects in `value` (a scalar: 0).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => 0,
+    }
+}
+
+/// A top-level entry's value: its text as received, or parsed (a field we read, or
+/// one that may hold a PIN) and written again.
+enum EntryValue<'a> {
+    Text(&'a str),
+    Parsed(Value),
 }
 
 impl SeamEvent {
     /// Parses a verified body. Unknown fields are kept in `payload`, never rejected.
+    ///
+    /// Accepts and refuses exactly what parsing the body into a `serde_json::Value`
+    /// would, without building one for the whole event: the top-level entries are
+    /// split as text; only the fields read and the entries that may hold a PIN (their
+    /// key or text holds `code`, or an escape) are parsed, then redacted; the others
+    /// are checked (`Check`) and kept as they came.
     pub fn parse(body: &[u8], store_pins: bool) -> Result<SeamEvent, EventError> {
-        let mut payload: Value = serde_json::from_slice(body).map_err(|_| EventError::NotJson)?;
-        if !payload.is_object() {
-            return Err(EventError::NotAnObject);
+        // JSON is UTF-8 text, checked once here rather than entry by entry.
+        let Ok(body) = std::str::from_utf8(body) else { return Err(EventError::NotJson) };
+        let Ok(Entries(entries)) = serde_json::from_str::<Entries>(body) else {
+            // Which answer: not JSON at all, or JSON but not an object.
+            return Err(match serde_json::from_str::<Value>(body) {
+                Ok(_) => EventError::NotAnObject,
+                Err(_) => EventError::NotJson,
+            });
+        };
+        let mut fields = Fields::default();
+        let mut nul = false;
+        let mut values = Vec::with_capacity(entries.len());
+        for (key, raw) in &entries {
+            let text = raw.get();
+            nul |= key.contains('\0');
+            let read = fields.slot(key);
+            let may_hold_pin = key.contains("code") || text.contains("code") || text.contains('\\');
+            let value = if read.is_some() || may_hold_pin {
+                let mut value: Value = serde_json::from_str(text).map_err(|_| EventError::NotJson)?;
+                if depth(&value) > MAX_ENTRY_DEPTH {
+                    return Err(EventError::NotJson);
+                }
+                nul |= holds_nul(&value);
+                let rewrite = may_hold_pin && !store_pins;
+                if let Some(slot) = read {
+                    *slot = Some(if rewrite { value.clone() } else { std::mem::take(&mut value) });
+                }
+                if rewrite {
+                    redact_top_level_entry(key, &mut value);
+                    EntryValue::Parsed(value)
+                } else {
+                    EntryValue::Text(text)
+                }
+            } else {
+                let mut deserializer = serde_json::Deserializer::from_str(text);
+                Check { depth: 0, nul: &mut nul }.deserialize(&mut deserializer).map_err(|_| EventError::NotJson)?;
+                EntryValue::Text(text)
+            };
+            values.push(value);
         }
         // Postgres text and jsonb refuse NUL: storing such an event would fail as a
         // database error (a 503 Svix retries for a day; catch-up stuck on it).
-        if holds_nul(&payload) {
+        if nul {
             return Err(EventError::NulCharacter);
         }
-        let fields = Fields::of(&payload);
         let event_id = required_id(fields.event_id, "event_id")?;
         let event_type = required_id(fields.event_type, "event_type")?;
         let access_code_id = optional_id(fields.access_code_id, "access_code_id")?;
@@ -284,9 +462,6 @@ impl SeamEvent {
                 return Err(EventError::MissingField(scope.field()));
             }
         }
-        if !store_pins {
-            redact_pin(&mut payload);
-        }
         Ok(SeamEvent {
             event_id,
             event_type,
@@ -295,8 +470,17 @@ impl SeamEvent {
             connected_account_id,
             workspace_id: optional_id(fields.workspace_id, "workspace_id")?,
             occurred_at: fields.occurred_at.as_ref().and_then(Value::as_str).and_then(parse_time),
-            payload,
+            backup_access_code_id: match fields.backup_access_code_id {
+                Some(Value::String(id)) => Some(id),
+                _ => None,
+            },
+            payload: write_object(&entries, &values),
         })
+    }
+
+    /// The stored payload as a `Value`.
+    pub fn payload_value(&self) -> Value {
+        serde_json::from_str(&self.payload).expect("the payload is JSON written by `parse`")
     }
 
     /// The backup code an `access_code.backup_access_code_pulled` event names
@@ -305,7 +489,7 @@ impl SeamEvent {
         if self.event_type != BACKUP_PULLED_EVENT {
             return None;
         }
-        let id = self.payload.get("backup_access_code_id")?.as_str()?;
+        let id = self.backup_access_code_id.as_deref()?;
         (!id.is_empty() && id.len() <= MAX_ID_BYTES && Some(id) != self.access_code_id.as_deref()).then_some(id)
     }
 
@@ -322,6 +506,36 @@ impl SeamEvent {
             _ => EventAction::Ignore,
         }
     }
+}
+
+/// The event object again, from its entries' keys and (possibly redacted) values.
+fn write_object(entries: &[(Cow<'_, str>, &RawValue)], values: &[EntryValue<'_>]) -> String {
+    let mut out =
+        String::with_capacity(entries.iter().map(|(key, raw)| key.len() + raw.get().len() + 4).sum::<usize>() + 2);
+    out.push('{');
+    for (i, ((key, _), value)) in entries.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match key {
+            // Held no escape as received, so it needs none.
+            Cow::Borrowed(key) => {
+                out.push('"');
+                out.push_str(key);
+                out.push('"');
+            }
+            Cow::Owned(key) => out.push_str(&serde_json::to_string(key).expect("a string always serialises")),
+        }
+        out.push(':');
+        match value {
+            EntryValue::Text(text) => out.push_str(text),
+            EntryValue::Parsed(value) => {
+                out.push_str(&serde_json::to_string(value).expect("a Value always serialises"))
+            }
+        }
+    }
+    out.push('}');
+    out
 }
 
 fn holds_nul(value: &Value) -> bool {
@@ -376,8 +590,8 @@ mod tests {
     fn parses_a_set_on_device_event_and_redacts_its_pin() {
         let parsed = SeamEvent::parse(&event(json!({})), false).unwrap();
         assert_eq!(parsed.access_code_id.as_deref(), Some("ac_1"));
-        assert_eq!(parsed.payload["code"], REDACTED);
-        assert_eq!(parsed.payload["some_future_field"]["nested"], true);
+        assert_eq!(parsed.payload_value()["code"], REDACTED);
+        assert_eq!(parsed.payload_value()["some_future_field"]["nested"], true);
         assert_eq!(parsed.occurred_at.unwrap().to_rfc3339(), "2026-11-25T10:00:00+00:00");
         assert_eq!(
             parsed.action(),
@@ -388,7 +602,7 @@ mod tests {
     #[test]
     fn keeps_the_pin_when_the_user_opted_in() {
         let parsed = SeamEvent::parse(&event(json!({})), true).unwrap();
-        assert_eq!(parsed.payload["code"], "1234");
+        assert_eq!(parsed.payload_value()["code"], "1234");
     }
 
     #[test]
@@ -406,12 +620,12 @@ mod tests {
         });
         for extra in [code_changed, changed, mutations] {
             let body = event(extra);
-            let redacted = SeamEvent::parse(&body, false).unwrap().payload.to_string();
+            let redacted = SeamEvent::parse(&body, false).unwrap().payload;
             for pin in ["1234", "4821", "9911"] {
                 assert!(!redacted.contains(pin), "{pin} stored: {redacted}");
             }
             assert!(redacted.contains(r#""access_code_id":"ac_1""#), "{redacted}");
-            let kept = SeamEvent::parse(&body, true).unwrap().payload;
+            let kept = SeamEvent::parse(&body, true).unwrap().payload_value();
             assert_eq!(kept, serde_json::from_slice::<Value>(&body).unwrap(), "store_pins = true keeps everything");
         }
     }
@@ -504,6 +718,71 @@ mod tests {
         ];
         for (body, expected) in cases {
             assert_eq!(SeamEvent::parse(&body, false).unwrap_err(), expected, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    /// What `parse` stores or refuses, as parsing the whole body into a `Value`,
+    /// then redacting it, would have it (the event fields' own checks aside).
+    fn whole_value(body: &[u8], store_pins: bool) -> Result<Value, EventError> {
+        let mut value: Value = serde_json::from_slice(body).map_err(|_| EventError::NotJson)?;
+        if !value.is_object() {
+            return Err(EventError::NotAnObject);
+        }
+        if holds_nul(&value) {
+            return Err(EventError::NulCharacter);
+        }
+        if !store_pins {
+            redact_pin(&mut value);
+        }
+        Ok(value)
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn stores_and_refuses_what_a_whole_value_parse_would() {
+        let ids = r#""event_id":"e","event_type":"access_code.changed","access_code_id":"a""#;
+        let bodies: Vec<String> = [
+            // Duplicate keys: the last counts, every PIN is hidden.
+            r#"{IDS,"code":"1234","code":null}"#.to_owned(),
+            r#"{IDS,"code":null,"code":"1234"}"#.to_owned(),
+            r#"{IDS,"event_id":"e2","access_code_id":"b"}"#.to_owned(),
+            // Escaped keys and values that spell what redaction looks for.
+            r#"{IDS,"c\u006fde":"1234","x":{"access_code_id":"a","co\u0064e":"5"}}"#.to_owned(),
+            r#"{IDS,"changed_properties":[{"property":"c\u006fde","from":"1","to":"2"}]}"#.to_owned(),
+            r#"{IDS,"requested_mutations":[{"mutation_code":"updating_code","from":"1","to":{"code":"2"}}]}"#
+                .to_owned(),
+            // PINs nested where no top-level key says so.
+            r#"{IDS,"meta":{"deep":[{"access_code_id":"z","code":"4821"}]}}"#.to_owned(),
+            r#"{IDS,"meta":{"from":{"code":"4821"},"to":{"code":9911}}}"#.to_owned(),
+            // What a `Value` parse refuses in an entry with no `code` and no escape.
+            r#"{IDS,"n":1e400}"#.to_owned(),
+            r#"{IDS,"n":-1e309,"m":[1]}"#.to_owned(),
+            r#"{IDS,"s":"\ud800"}"#.to_owned(),
+            r#"{IDS,"s":"\u0000"}"#.to_owned(),
+            r#"{IDS,"o":{"k\u0000":1}}"#.to_owned(),
+            // The deepest a `Value` parse takes, and one deeper.
+            format!(r#"{{IDS,"d":{}}}"#, nested(126)),
+            format!(r#"{{IDS,"d":{}}}"#, nested(127)),
+            format!(r#"{{IDS,"code":{}}}"#, nested(126)),
+            format!(r#"{{IDS,"code":{}}}"#, nested(127)),
+            // Numbers and spacing kept as written.
+            r#"{ IDS , "n" : 0.1000000000000000055511151231257827 , "e":[ ] }"#.to_owned(),
+            r#"{IDS,"big":123456789012345678901234567890}"#.to_owned(),
+            r#"[IDS]"#.to_owned(),
+            r#"{IDS}trailing"#.to_owned(),
+            r#"{IDS,"k":}"#.to_owned(),
+        ]
+        .iter()
+        .map(|body| body.replace("IDS", ids))
+        .collect();
+        for body in &bodies {
+            for store_pins in [false, true] {
+                let parsed = SeamEvent::parse(body.as_bytes(), store_pins).map(|event| event.payload_value());
+                assert_eq!(parsed, whole_value(body.as_bytes(), store_pins), "{body} (store_pins = {store_pins})");
+            }
         }
     }
 }

@@ -45,6 +45,17 @@ pub fn redact_pin(value: &mut Value) {
     walk(value);
 }
 
+/// `redact_pin` for one entry (`key`: `value`) of the object at the top of an event,
+/// for a caller that holds the event's entries apart (`SeamEvent::parse`). The
+/// rules cannot reach across top-level entries: an entry whose key and text do not
+/// hold `code` (escapes aside) has nothing to redact.
+pub fn redact_top_level_entry(key: &str, value: &mut Value) {
+    if key == "code" {
+        redact_present(Some(value));
+    }
+    redact_child(key, value);
+}
+
 fn walk(value: &mut Value) {
     match value {
         Value::Array(items) => items.iter_mut().for_each(walk),
@@ -53,18 +64,23 @@ fn walk(value: &mut Value) {
                 redact_present(map.get_mut("code"));
             }
             for (key, child) in map.iter_mut() {
-                if CODE_OBJECTS.contains(&key.as_str()) {
-                    redact_code_of(child);
-                } else if CHANGE_LISTS.contains(&key.as_str())
-                    && let Value::Array(entries) = child
-                {
-                    entries.iter_mut().for_each(redact_change);
-                }
-                walk(child);
+                redact_child(key, child);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
     }
+}
+
+/// The value of `key` in an object: what its key says it holds, then what is in it.
+fn redact_child(key: &str, child: &mut Value) {
+    if CODE_OBJECTS.contains(&key) {
+        redact_code_of(child);
+    } else if CHANGE_LISTS.contains(&key)
+        && let Value::Array(entries) = child
+    {
+        entries.iter_mut().for_each(redact_change);
+    }
+    walk(child);
 }
 
 /// One entry of a change list.

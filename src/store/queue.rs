@@ -95,7 +95,7 @@ pub struct EventRows<'a> {
     pub workspace_ids: Vec<Option<&'a str>>,
     pub occurred_at: Vec<Option<DateTime<Utc>>>,
     pub actions: Vec<ActionKind>,
-    pub payloads: Vec<String>,
+    pub payloads: Vec<&'a str>,
     pub connected_account_ids: Vec<Option<&'a str>>,
 }
 
