@@ -768,6 +768,9 @@ mod tests {
             format!(r#"{{IDS,"d":{}}}"#, nested(127)),
             format!(r#"{{IDS,"code":{}}}"#, nested(126)),
             format!(r#"{{IDS,"code":{}}}"#, nested(127)),
+            // A float that only a correctly rounded parse (`float_roundtrip`) reads
+            // back the same once written again (found by the fuzz target).
+            r#"{IDS,"m":{"code":[],"f":6.2106480528337074e+175}}"#.to_owned(),
             // Numbers and spacing kept as written.
             r#"{ IDS , "n" : 0.1000000000000000055511151231257827 , "e":[ ] }"#.to_owned(),
             r#"{IDS,"big":123456789012345678901234567890}"#.to_owned(),
