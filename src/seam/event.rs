@@ -377,13 +377,10 @@ impl<'de> Visitor<'de> for Check<'_> {
     }
 }
 
-/// Nesting of arrays and objects in `value` (a scalar: 0).
-fn depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => 0,
-    }
+/// `Check` on one entry's text.
+fn check(text: &str, nul: &mut bool) -> Result<(), EventError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Check { depth: 0, nul }.deserialize(&mut deserializer).map_err(|_| EventError::NotJson)
 }
 
 /// A top-level entry's value: its text as received, or parsed (a field we read, or
@@ -421,9 +418,13 @@ impl SeamEvent {
             let may_hold_pin = key.contains("code") || text.contains("code") || text.contains('\\');
             let value = if read.is_some() || may_hold_pin {
                 let mut value: Value = serde_json::from_str(text).map_err(|_| EventError::NotJson)?;
-                if depth(&value) > MAX_ENTRY_DEPTH {
-                    return Err(EventError::NotJson);
+                // The nesting of the text, not of the `Value`: of repeated keys only
+                // the last one's value is kept, but a whole parse goes through all.
+                let brackets = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+                if brackets > MAX_ENTRY_DEPTH {
+                    check(text, &mut false)?;
                 }
+                // NULs in what is kept (the entry is written again from `value`).
                 nul |= holds_nul(&value);
                 let rewrite = may_hold_pin && !store_pins;
                 if let Some(slot) = read {
@@ -436,8 +437,7 @@ impl SeamEvent {
                     EntryValue::Text(text)
                 }
             } else {
-                let mut deserializer = serde_json::Deserializer::from_str(text);
-                Check { depth: 0, nul: &mut nul }.deserialize(&mut deserializer).map_err(|_| EventError::NotJson)?;
+                check(text, &mut nul)?;
                 EntryValue::Text(text)
             };
             values.push(value);
@@ -768,6 +768,11 @@ mod tests {
             format!(r#"{{IDS,"d":{}}}"#, nested(127)),
             format!(r#"{{IDS,"code":{}}}"#, nested(126)),
             format!(r#"{{IDS,"code":{}}}"#, nested(127)),
+            // Repeated keys: a `Value` keeps the last, a whole parse goes through all
+            // (found by the fuzz target).
+            format!(r#"{{IDS,"code":{{"a":{},"a":1}}}}"#, nested(126)),
+            format!(r#"{{IDS,"code":{{"a":{},"a":1}}}}"#, nested(125)),
+            r#"{IDS,"m":{"code":"\u0000","code":1}}"#.to_owned(),
             // A float that only a correctly rounded parse (`float_roundtrip`) reads
             // back the same once written again (found by the fuzz target).
             r#"{IDS,"m":{"code":[],"f":6.2106480528337074e+175}}"#.to_owned(),
