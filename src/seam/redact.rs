@@ -41,14 +41,17 @@ const MIN_PIN_DIGITS: usize = 4;
 /// A null PIN stays null (there is nothing to hide); every other key, `error_code`,
 /// `warning_code`, `mutation_code` and `access_code_id` included, is left as it is.
 pub fn redact_pin(value: &mut Value) {
-    redact_code_of(value);
-    walk(value);
+    match value {
+        Value::Object(map) => map.iter_mut().for_each(|(key, child)| redact_top_level_entry(key, child)),
+        other => walk(other),
+    }
 }
 
-/// `redact_pin` for one entry (`key`: `value`) of the object at the top of an event,
-/// for a caller that holds the event's entries apart (`SeamEvent::parse`). The
-/// rules cannot reach across top-level entries: an entry whose key and text do not
-/// hold `code` (escapes aside) has nothing to redact.
+/// `redact_pin` for one entry (`key`: `value`) of the object at the top: its `code`
+/// whatever else the object holds, then the rules for any object's entries. For
+/// `redact_pin` and for a caller that holds an event's entries apart
+/// (`SeamEvent::parse`). The rules cannot reach across top-level entries: an entry
+/// whose key and text do not hold `code` (escapes aside) has nothing to redact.
 pub fn redact_top_level_entry(key: &str, value: &mut Value) {
     if key == "code" {
         redact_present(Some(value));
