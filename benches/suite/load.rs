@@ -2,8 +2,9 @@
 //! alike: every delivery built, signed and serialised to its request bytes before
 //! the clock starts; one HTTP/1.1 keep-alive connection per concurrent sender, a
 //! request written in one `write`, the answer read by its Content-Length; closed
-//! loop for a fixed time or a fixed count, or open loop at a fixed rate. (A minimal HTTP/1.1 client on purpose:
-//! the generator shares the machine's cores with what it measures.)
+//! loop for a fixed time or a fixed count, or open loop at a fixed rate. (A minimal
+//! HTTP/1.1 client on purpose: the generator shares the machine's cores with what
+//! it measures.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
